@@ -1,0 +1,188 @@
+"""GeoTIFF / COG I/O through URIs, with validation that names the file.
+
+Small chips are fetched whole and decoded from memory (one GET, no GDAL network stack);
+large scenes are read by window through rasterio's ``opener`` (HTTP range requests through
+fsspec), so a 5556×3704 WHU-OPT-SAR scene is never fetched whole to cut one tile.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from raypipe import storage
+from raypipe.errors import BadTileError, StorageError
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a modality's tile must look like. ``None`` means "not checked"."""
+
+    bands: int | None = None
+    dtypes: tuple[str, ...] | None = None
+    size: tuple[int, int] | None = None  # (height, width)
+    max_invalid_fraction: float = 0.01  # NaN or nodata pixels tolerated (then filled); above -> bad tile
+
+
+def _validate_header(src, uri: str, expect: Expect | None, window: Window | None) -> None:
+    if expect is None:
+        return
+    if expect.bands is not None and src.count != expect.bands:
+        raise BadTileError(uri, "band_count", f"has {src.count} bands, expected {expect.bands}")
+    if expect.dtypes is not None and src.dtypes[0] not in expect.dtypes:
+        raise BadTileError(uri, "dtype", f"has dtype {src.dtypes[0]}, expected one of {list(expect.dtypes)}")
+    if expect.size is not None and window is None and (src.height, src.width) != tuple(expect.size):
+        raise BadTileError(
+            uri, "size", f"is {src.height}x{src.width} pixels, expected {expect.size[0]}x{expect.size[1]}"
+        )
+
+
+def _read(src, uri: str, window: Window | None) -> np.ndarray:
+    try:
+        arr = src.read(window=window)
+    except RasterioIOError as exc:  # truncated strips/tiles surface here
+        raise BadTileError(uri, "corrupt", f"pixel data cannot be decoded ({exc})") from exc
+    return arr
+
+
+def clean_invalid(arr: np.ndarray, uri: str, nodata: float | None, max_invalid_fraction: float) -> np.ndarray:
+    """Fill NaN / nodata pixels with the band's valid mean, or reject the tile when too many are invalid."""
+    invalid = np.zeros(arr.shape, dtype=bool)
+    if np.issubdtype(arr.dtype, np.floating):
+        invalid |= ~np.isfinite(arr)
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        invalid |= arr == nodata
+    if not invalid.any():
+        return arr
+    frac = float(invalid.mean())
+    kind = "nan" if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any() else "nodata"
+    if frac > max_invalid_fraction:
+        raise BadTileError(
+            uri, kind, f"{frac:.1%} of pixels are NaN/nodata (more than the {max_invalid_fraction:.1%} tolerated)"
+        )
+    out = arr.astype(np.float32, copy=True) if not np.issubdtype(arr.dtype, np.floating) else arr.copy()
+    for b in range(out.shape[0]):
+        bad = invalid[b]
+        if bad.any():
+            good = out[b][~bad]
+            out[b][bad] = good.mean() if good.size else 0.0
+    return out.astype(arr.dtype, copy=False)
+
+
+def decode(data: bytes, uri: str, expect: Expect | None = None, window: Window | None = None) -> np.ndarray:
+    """Decode GeoTIFF bytes to a (bands, height, width) array, checking it against ``expect``."""
+    if not data:
+        raise BadTileError(uri, "corrupt", "file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with MemoryFile(data) as mem, mem.open() as src:
+                _validate_header(src, uri, expect, window)
+                arr = _read(src, uri, window)
+                nodata = src.nodata
+        except BadTileError:
+            raise
+        except Exception as exc:  # not a TIFF, truncated header, …
+            raise BadTileError(uri, "corrupt", f"not a readable GeoTIFF ({type(exc).__name__}: {exc})") from exc
+    return clean_invalid(arr, uri, nodata, expect.max_invalid_fraction if expect else 0.01)
+
+
+def read(uri: str, expect: Expect | None = None) -> np.ndarray:
+    """Fetch a whole (small) tile and decode it. Missing file -> ``BadTileError('missing')``."""
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError as exc:
+        raise BadTileError(uri, "missing", "file does not exist") from exc
+    return decode(data, uri, expect)
+
+
+def _open(uri: str):
+    fs, path = storage.filesystem(uri)
+    if storage.is_local(uri):
+        return rasterio.open(path)
+    return rasterio.open(path, opener=fs)
+
+
+def read_window(uri: str, row: int, col: int, height: int, width: int, expect: Expect | None = None) -> np.ndarray:
+    """Read one window of a large raster with range requests (never fetching the whole file)."""
+    window = Window(col, row, width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with _open(uri) as src:
+                _validate_header(src, uri, expect, window)
+                arr = _read(src, uri, window)
+                nodata = src.nodata
+        except (BadTileError, StorageError):
+            raise
+        except FileNotFoundError as exc:
+            raise BadTileError(uri, "missing", "file does not exist") from exc
+        except Exception as exc:
+            raise BadTileError(uri, "corrupt", f"not a readable GeoTIFF ({type(exc).__name__}: {exc})") from exc
+    return clean_invalid(arr, uri, nodata, expect.max_invalid_fraction if expect else 0.01)
+
+
+@dataclass(frozen=True)
+class Profile:
+    bands: int
+    height: int
+    width: int
+    dtype: str
+    crs: str | None
+    nodata: float | None
+
+
+def read_profile(uri: str) -> Profile:
+    """Header only (band count, size, dtype, CRS): cheap, used by manifest building."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with _open(uri) as src:
+                return Profile(src.count, src.height, src.width, src.dtypes[0],
+                               src.crs.to_string() if src.crs else None, src.nodata)
+        except FileNotFoundError as exc:
+            raise BadTileError(uri, "missing", "file does not exist") from exc
+        except Exception as exc:
+            raise BadTileError(uri, "corrupt", f"not a readable GeoTIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def encode_geotiff(
+    array: np.ndarray,
+    crs: str | None = "EPSG:32632",
+    transform: Sequence[float] | rasterio.Affine | None = None,
+    nodata: float | None = None,
+    compress: str | None = "deflate",
+    tiled: bool | None = None,
+) -> bytes:
+    """Encode a (bands, H, W) or (H, W) array as GeoTIFF bytes (tiled when large, so windows are cheap)."""
+    if array.ndim == 2:
+        array = array[None]
+    bands, height, width = array.shape
+    if transform is None:
+        transform = rasterio.Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+    elif not isinstance(transform, rasterio.Affine):
+        transform = rasterio.Affine(*transform[:6])
+    if tiled is None:
+        tiled = height >= 512 or width >= 512
+    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=array.dtype.name,
+                   crs=crs, transform=transform, nodata=nodata)
+    if compress:
+        profile["compress"] = compress
+    if tiled:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(array)
+        return bytes(mem.read())
+
+
+def write_geotiff(uri: str, array: np.ndarray, **kwargs) -> None:
+    """Write an array as a GeoTIFF to any URI (local path, file://, s3://). See :func:`encode_geotiff`."""
+    storage.write_bytes(uri, encode_geotiff(array, **kwargs))
