@@ -1,0 +1,423 @@
+"""The Ray Data pipeline: manifest → read → decode → cloud stage → normalise → augment → batches.
+
+    pipe = TilePipeline(DataConfig(manifest="s3://bucket/sen12ms-cr.parquet", split="train"))
+    for batch in pipe.iter_torch_batches(batch_size=32):   # or ray.train.get_dataset_shard(...)
+        batch["optical"], batch["sar"], batch["label"], batch["cloud_fraction"], batch["sample_id"]
+    print(pipe.report(used=n_seen))  # samples in = used + quarantined
+
+* **Read** is parallel twice over: Ray runs blocks of ``rows_per_block`` manifest rows as tasks on
+  every CPU of the cluster, and each task fetches its tiles with ``read_threads`` threads (object
+  storage latency hides behind other fetches; GDAL decoding releases the GIL). Large scenes are read
+  by window (range requests).
+* **Memory** is bounded by Ray Data's streaming executor (a bounded number of blocks in flight),
+  not by the dataset size: nothing is materialised.
+* **Bad tiles** raise a :class:`~raypipe.errors.BadTileError` naming the file, or with
+  ``on_bad_tile: skip`` are quarantined in a :mod:`~raypipe.data.quarantine` ledger and counted.
+* Problems that can be seen before reading pixels (unknown keys, band selections, missing columns,
+  missing files, unreachable storage) fail in the constructor, before any long run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from raypipe import storage
+from raypipe.clouds.stage import CloudConfig, CloudStage
+from raypipe.data import bands as B
+from raypipe.data import quarantine
+from raypipe.data import raster
+from raypipe.data.datasets import DatasetSpec, get_spec
+from raypipe.data.labels import map_label_map
+from raypipe.data.manifest import check_files_exist, read_manifest
+from raypipe.errors import BadTileError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NormaliseConfig:
+    """``zscore``: (x − mean) / std per band (SEN12MS's published constants unless given);
+    ``minmax``: the SEN12MS reference scaling (optical clip 0…scale then /scale; SAR dB clip(−25, 0)/25 + 1);
+    ``auto``: zscore where constants are known for every selected band, else minmax; ``none``: raw values."""
+
+    mode: Literal["auto", "zscore", "minmax", "none"] = "auto"
+    optical_mean: list[float] = field(default_factory=list)
+    optical_std: list[float] = field(default_factory=list)
+    sar_mean: list[float] = field(default_factory=list)
+    sar_std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
+
+
+@dataclass
+class DataConfig:
+    manifest: str = ""
+    split: str = ""  # "" = every split
+    domain: str = ""  # "" = every domain (the generated benchmark has "source" and "target")
+    optical: Literal["clear", "cloudy"] = "cloudy"  # which optical acquisition feeds the model
+    optical_bands: list[str] = field(default_factory=list)  # [] = the dataset's default selection
+    use_sar: bool = True
+    clouds: CloudConfig = field(default_factory=CloudConfig)
+    normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    on_bad_tile: Literal["error", "skip"] = "error"
+    max_invalid_fraction: float = 0.01
+    read_threads: int = 16
+    rows_per_block: int = 16
+    check_files: bool = True
+    limit: int = 0  # use only the first N samples (0 = all), for smoke runs
+
+    def validate(self, path: str = "data") -> None:
+        if self.rows_per_block < 1:
+            raise ConfigError(f"{path}.rows_per_block", "must be >= 1")
+        if self.read_threads < 1:
+            raise ConfigError(f"{path}.read_threads", "must be >= 1")
+        if not 0 <= self.max_invalid_fraction <= 1:
+            raise ConfigError(f"{path}.max_invalid_fraction", "must be within [0, 1]")
+
+
+class Normaliser:
+    """Per-band affine normalisation ``(x − offset) / scale``, resolved once from config + dataset."""
+
+    def __init__(self, cfg: NormaliseConfig, spec: DatasetSpec, optical_bands: tuple[str, ...]):
+        n_opt, n_sar = len(optical_bands), len(spec.sar_bands)
+        known_opt = spec.is_sentinel2 and set(optical_bands) <= set(B.S2_LAND_BANDS)
+        mode = cfg.mode
+        if mode == "auto":
+            mode = "zscore" if (cfg.optical_mean or known_opt) else "minmax"
+        self.mode = mode
+        if mode == "none":
+            self.opt = (np.zeros(n_opt), np.ones(n_opt))
+            self.sar = (np.zeros(n_sar), np.ones(n_sar))
+            self.opt_clip = self.sar_clip = None
+        elif mode == "minmax":
+            self.opt = (np.zeros(n_opt), np.full(n_opt, spec.optical_scale))
+            self.opt_clip = (0.0, spec.optical_scale)
+            if spec.sar_bands == B.S1_BANDS:  # dB: clip(-25, 0) / 25 + 1  ==  (x + 25) / 25
+                self.sar, self.sar_clip = (np.full(n_sar, -25.0), np.full(n_sar, 25.0)), (-25.0, 0.0)
+            else:
+                self.sar, self.sar_clip = (np.zeros(n_sar), np.full(n_sar, 255.0)), (0.0, 255.0)
+        else:  # zscore
+            self.opt_clip = self.sar_clip = None
+            if cfg.optical_mean:
+                mean, std = cfg.optical_mean, cfg.optical_std
+            elif known_opt:
+                idx = B.band_indexes(B.S2_LAND_BANDS, optical_bands)
+                mean = [B.SEN12MS_S2_LAND_MEAN[i] for i in idx]
+                std = [B.SEN12MS_S2_LAND_STD[i] for i in idx]
+            else:
+                raise ConfigError("data.normalise.optical_mean", f"no published z-score constants for bands "
+                                  f"{list(optical_bands)} of {spec.name}: give optical_mean/optical_std or use minmax")
+            if len(mean) != n_opt or len(std) != n_opt:
+                raise ConfigError("data.normalise.optical_std", f"needs {n_opt} values (one per selected band)")
+            if cfg.sar_mean:
+                smean, sstd = cfg.sar_mean, cfg.sar_std
+            elif spec.sar_bands == B.S1_BANDS:
+                smean, sstd = B.SEN12MS_S1_MEAN, B.SEN12MS_S1_STD
+            else:
+                raise ConfigError("data.normalise.sar_mean", f"no published constants for {spec.name} SAR")
+            if len(smean) != n_sar or len(sstd) != n_sar:
+                raise ConfigError("data.normalise.sar_std", f"needs {n_sar} values")
+            self.opt = (np.asarray(mean, float), np.asarray(std, float))
+            self.sar = (np.asarray(smean, float), np.asarray(sstd, float))
+
+    @staticmethod
+    def _apply(x, params, clip):
+        x = x.astype(np.float32)
+        if clip is not None:
+            np.clip(x, clip[0], clip[1], out=x)
+        off, scale = params
+        return (x - off.astype(np.float32)[:, None, None]) / scale.astype(np.float32)[:, None, None]
+
+    def optical(self, x: np.ndarray) -> np.ndarray:
+        return self._apply(x, self.opt, self.opt_clip)
+
+    def sar_(self, x: np.ndarray) -> np.ndarray:
+        return self._apply(x, self.sar, self.sar_clip)
+
+
+@dataclass
+class _Plan:
+    """Everything a worker needs, resolved on the driver (small and picklable)."""
+
+    cfg: DataConfig
+    spec: DatasetSpec
+    optical_col: str
+    band_idx: list[int]
+    optical_bands: tuple[str, ...]
+    ledger: str
+    windowed: bool
+
+
+def _resolve_bands(cfg: DataConfig, spec: DatasetSpec) -> tuple[tuple[str, ...], list[int]]:
+    wanted = tuple(cfg.optical_bands) or spec.default_optical_selection or spec.optical_bands
+    try:
+        return wanted, B.band_indexes(spec.optical_bands, wanted)
+    except KeyError as exc:
+        raise ConfigError("data.optical_bands", f"{exc.args[0]} for dataset {spec.name}") from None
+
+
+class _Worker:
+    """The per-task state: cloud stage, normaliser, thread pool (built once per worker process)."""
+
+    _cache: dict[str, "_Worker"] = {}
+
+    def __init__(self, plan: _Plan):
+        self.plan = plan
+        spec, cfg = plan.spec, plan.cfg
+        self.clouds = CloudStage(cfg.clouds, spec.optical_scale, spec.is_sentinel2,
+                                 optical_is_cloudy=plan.optical_col == "optical_cloudy_uri")
+        self.norm = Normaliser(cfg.normalise, spec, plan.optical_bands)
+        self.pool = ThreadPoolExecutor(cfg.read_threads)
+
+    @classmethod
+    def get(cls, plan: _Plan) -> "_Worker":
+        """One worker state per pipeline per process (the plan is unpickled anew for every task)."""
+        key = plan.ledger
+        if key not in cls._cache:
+            for old in cls._cache.values():
+                old.pool.shutdown(wait=False)
+            cls._cache.clear()
+            cls._cache[key] = cls(plan)
+        return cls._cache[key]
+
+    def _read(self, uri: str, bands: int, dtypes, size, row) -> np.ndarray:
+        expect = raster.Expect(bands=bands, dtypes=dtypes, size=size,
+                               max_invalid_fraction=self.plan.cfg.max_invalid_fraction)
+        if self.plan.windowed:
+            r, c = int(row["row"]), int(row["col"])
+            return raster.read_window(uri, r, c, size[0], size[1], expect)
+        return raster.read(uri, expect)
+
+    def load(self, row) -> dict:
+        plan, spec = self.plan, self.plan.spec
+        h, w = int(row["height"]), int(row["width"])
+        ah, aw = round(h * spec.aux_grid), round(w * spec.aux_grid)
+        opt_uri = row[plan.optical_col]
+        if not opt_uri:
+            raise BadTileError(f"<{row['sample_id']}>", "missing", f"no {plan.optical_col} for this sample")
+        optical = self._read(opt_uri, len(spec.optical_bands), spec.optical_dtypes, (h, w), row)
+        optical, mask = self.clouds(row["sample_id"], optical, row["cloud_mask_uri"])
+        out = {"optical": self.norm.optical(optical[plan.band_idx]), "cloud_mask": mask.astype(np.uint8)}
+        if plan.cfg.use_sar:
+            if not row["sar_uri"]:
+                raise BadTileError(f"<{row['sample_id']}>", "missing", "no sar_uri for this sample")
+            sar = self._read(row["sar_uri"], len(spec.sar_bands), spec.sar_dtypes, (ah, aw), row)
+            out["sar"] = self.norm.sar_(sar)
+        if spec.task == "segmentation":
+            lab = self._read(row["label_uri"], 1, None, (ah, aw), row)
+            out["label_map"] = map_label_map(lab, spec.label_scheme).astype(np.int64)
+        return out
+
+    def augment(self, s: dict, rng: np.random.Generator) -> dict:
+        a = self.plan.cfg.augment
+        flips = []
+        if a.hflip and rng.random() < 0.5:
+            flips.append(lambda x: x[..., ::-1])
+        if a.vflip and rng.random() < 0.5:
+            flips.append(lambda x: x[..., ::-1, :])
+        k = int(rng.integers(4)) if a.rot90 else 0
+        for key in ("optical", "sar", "cloud_mask", "label_map"):
+            if key in s:
+                x = s[key]
+                for f in flips:
+                    x = f(x)
+                if k and x.shape[-1] == x.shape[-2]:
+                    x = np.rot90(x, k, axes=(-2, -1))
+                s[key] = np.ascontiguousarray(x)
+        return s
+
+
+def _empty(plan: _Plan, h: int, w: int) -> dict:
+    spec = plan.spec
+    ah, aw = round(h * spec.aux_grid), round(w * spec.aux_grid)
+    out = {"sample_id": np.array([], dtype=object), "index": np.zeros(0, np.int64),
+           "optical": np.zeros((0, len(plan.band_idx), h, w), np.float32),
+           "cloud_mask": np.zeros((0, h, w), np.uint8), "cloud_fraction": np.zeros(0, np.float32)}
+    if plan.cfg.use_sar:
+        out["sar"] = np.zeros((0, len(spec.sar_bands), ah, aw), np.float32)
+    if spec.task == "segmentation":
+        out["label_map"] = np.zeros((0, ah, aw), np.int64)
+    else:
+        out["label"] = np.zeros(0, np.int64)
+    return out
+
+
+def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
+    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays."""
+    worker = _Worker.get(plan)
+    rows = batch.to_dict("records")
+
+    def one(row):
+        try:
+            return worker.load(row)
+        except BadTileError as exc:
+            return exc
+
+    results = list(worker.pool.map(one, rows))
+    good, bad = [], []
+    for row, res in zip(rows, results):
+        if isinstance(res, BadTileError):
+            if plan.cfg.on_bad_tile == "error":
+                raise res
+            bad.append({"sample_id": row["sample_id"], "uri": res.uri, "reason": res.reason, "detail": res.detail})
+        else:
+            good.append((row, res))
+    quarantine.report(plan.ledger, bad)
+    if not good:
+        return _empty(plan, int(rows[0]["height"]), int(rows[0]["width"]))
+    rng = np.random.default_rng()
+    if any(vars(plan.cfg.augment).values()):
+        good = [(row, worker.augment(s, rng)) for row, s in good]
+    out = {"sample_id": np.array([r["sample_id"] for r, _ in good], dtype=object),
+           "index": np.array([r["index"] for r, _ in good], dtype=np.int64)}
+    for key in good[0][1]:
+        out[key] = np.stack([s[key] for _, s in good])
+    out["cloud_fraction"] = out["cloud_mask"].reshape(len(good), -1).mean(axis=1).astype(np.float32)
+    if plan.spec.task != "segmentation":
+        out["label"] = np.array([r["label"] for r, _ in good], dtype=np.int64)
+    return out
+
+
+def to_torch(batch: dict, device=None) -> dict:
+    """Collate: numeric arrays → tensors (on ``device``), string columns stay lists."""
+    import torch
+
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, np.ndarray) and v.dtype != object and v.dtype.kind != "U":
+            v = np.ascontiguousarray(v)
+            t = torch.from_numpy(v if v.flags.writeable else v.copy())
+            out[k] = t.to(device, non_blocking=True) if device is not None else t
+        else:
+            out[k] = list(v)
+    return out
+
+
+class TilePipeline:
+    """A manifest selection turned into a streaming Ray Dataset, with up-front checks and accounting."""
+
+    def __init__(self, cfg: DataConfig, frame: pd.DataFrame | None = None, ledger: str | None = None):
+        self.cfg = cfg
+        if frame is None:
+            if not cfg.manifest:
+                raise ConfigError("data.manifest", "no manifest given (run jobs/prepare_data.py to make one)")
+            frame = read_manifest(cfg.manifest)
+        meta = dict(frame.attrs.get("raypipe", {}))
+        self.spec = get_spec(meta.get("dataset", frame["dataset"].iloc[0] if len(frame) else ""), "manifest dataset")
+        self.classes = list(meta.get("classes", self.spec.classes))
+        df = frame
+        if cfg.split:
+            df = df[df["split"] == cfg.split]
+        if cfg.domain:
+            df = df[df["domain"] == cfg.domain]
+        if cfg.limit:
+            df = df.iloc[: cfg.limit]
+        if df.empty:
+            raise ConfigError("data.split", f"no sample with split={cfg.split!r} domain={cfg.domain!r} in the manifest")
+        self.frame = df.reset_index(drop=True).assign(index=lambda d: np.arange(len(d), dtype=np.int64))
+        optical_col = "optical_cloudy_uri" if cfg.optical == "cloudy" else "optical_uri"
+        empty = self.frame[self.frame[optical_col] == ""]
+        if len(empty):
+            raise ConfigError("data.optical", f"'{cfg.optical}' optical is not in the manifest for "
+                              f"{len(empty)} sample(s), e.g. {empty['sample_id'].iloc[0]}")
+        if self.spec.task == "classification" and (self.frame["label"] < 0).any() and cfg.split != "unlabelled":
+            self.unlabelled = int((self.frame["label"] < 0).sum())
+        else:
+            self.unlabelled = 0
+        bands, idx = _resolve_bands(cfg, self.spec)
+        CloudStage(cfg.clouds, self.spec.optical_scale, self.spec.is_sentinel2, optical_col == "optical_cloudy_uri")
+        Normaliser(cfg.normalise, self.spec, bands)  # fail now on bad constants, not in a worker
+        self.pre_quarantined: list[dict] = []
+        if cfg.check_files:
+            self._check_files(optical_col)
+        self.ledger, self._ledger_handle = quarantine.create_ledger(ledger)
+        windowed = self.spec.name == "whu-opt-sar"
+        self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger, windowed)
+
+    @property
+    def num_optical_bands(self) -> int:
+        return len(self.plan.band_idx)
+
+    @property
+    def num_sar_bands(self) -> int:
+        return len(self.spec.sar_bands) if self.cfg.use_sar else 0
+
+    def _check_files(self, optical_col: str) -> None:
+        cols = [optical_col] + (["sar_uri"] if self.cfg.use_sar else [])
+        if self.spec.task == "segmentation":
+            cols.append("label_uri")
+        storage.check_reachable(self.frame[optical_col].iloc[0])
+        missing = check_files_exist(self.frame, tuple(cols))
+        if not missing:
+            return
+        if self.cfg.on_bad_tile == "error":
+            sid, col, uri = missing[0]
+            raise BadTileError(uri, "missing", f"{col} of sample {sid} does not exist "
+                               f"({len(missing)} missing file(s) in all)")
+        bad_ids = {m[0] for m in missing}
+        self.pre_quarantined = [{"sample_id": s, "uri": u, "reason": "missing", "detail": f"{c} does not exist"}
+                                for s, c, u in missing]
+        self.frame = self.frame[~self.frame["sample_id"].isin(bad_ids)].reset_index(drop=True)
+
+    def dataset(self):
+        """The lazy, streaming Ray Dataset of model-ready batches (one row per sample)."""
+        import ray
+
+        k = self.cfg.rows_per_block
+        blocks = [self.frame.iloc[i:i + k] for i in range(0, len(self.frame), k)]
+        ds = ray.data.from_pandas(blocks)
+        return ds.map_batches(process_block, fn_kwargs={"plan": self.plan}, batch_format="pandas",
+                              batch_size=self.cfg.rows_per_block, zero_copy_batch=True)
+
+    def iter_torch_batches(self, batch_size: int = 32, device=None, prefetch_batches: int = 2, drop_last=False):
+        for batch in self.dataset().iter_batches(batch_size=batch_size, batch_format="numpy",
+                                                 prefetch_batches=prefetch_batches, drop_last=drop_last):
+            yield to_torch(batch, device)
+
+    @property
+    def samples_in(self) -> int:
+        return len(self.frame) + len({q["sample_id"] for q in self.pre_quarantined})
+
+    def quarantined(self) -> list[dict]:
+        items = {q["sample_id"]: q for q in self.pre_quarantined}
+        for q in quarantine.collect(self.ledger):
+            items.setdefault(q["sample_id"], q)
+        return sorted(items.values(), key=lambda q: q["sample_id"])
+
+    def report(self, used: int) -> dict:
+        """``samples in = used + quarantined`` for one pass over the data; flags any sample unaccounted for."""
+        q = self.quarantined()
+        rep = {"samples_in": self.samples_in, "samples_used": int(used), "samples_quarantined": len(q),
+               "quarantined": q}
+        rep["accounted"] = rep["samples_in"] == rep["samples_used"] + rep["samples_quarantined"]
+        msg = (f"samples in = {rep['samples_in']}, used = {used}, quarantined = {len(q)}"
+               + ("" if rep["accounted"] else "  (MISMATCH: some samples are unaccounted for)"))
+        (log.info if rep["accounted"] else log.warning)(msg)
+        rep["message"] = msg
+        return rep
+
+
+def compute_cloud_fractions(df: pd.DataFrame, cloud_config: dict, on_bad_tile: str = "error"):
+    """sample_id → cloud fraction through the same cloud stage the training pipeline uses."""
+    from raypipe.config import from_dict
+
+    optical = "cloudy" if (df["optical_cloudy_uri"] != "").all() else "clear"
+    cfg = from_dict(DataConfig, {"optical": optical, "use_sar": False, "on_bad_tile": on_bad_tile,
+                                 "normalise": {"mode": "none"}, "clouds": cloud_config})
+    pipe = TilePipeline(cfg, frame=df)
+    fractions = {}
+    for batch in pipe.dataset().select_columns(["sample_id", "cloud_fraction"]).iter_batches(batch_format="numpy"):
+        fractions.update(zip(batch["sample_id"], batch["cloud_fraction"].astype(float)))
+    return fractions, pipe.quarantined()

@@ -1,0 +1,34 @@
+import pytest
+
+from raypipe.config import apply_overrides, flatten, from_dict, to_dict
+from raypipe.data.pipeline import DataConfig
+from raypipe.errors import ConfigError
+
+
+def test_unknown_key_names_the_dotted_field():
+    with pytest.raises(ConfigError) as e:
+        from_dict(DataConfig, {"clouds": {"detecter": "rule"}}, "data")
+    assert e.value.field == "data.clouds.detecter"
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(ConfigError) as e:
+        from_dict(DataConfig, {"on_bad_tile": "ignore"}, "data")
+    assert e.value.field == "data.on_bad_tile"
+    with pytest.raises(ConfigError) as e:
+        from_dict(DataConfig, {"rows_per_block": "many"}, "data")
+    assert e.value.field == "data.rows_per_block"
+    with pytest.raises(ConfigError) as e:
+        from_dict(DataConfig, {"clouds": {"preset": "cumulonimbus"}}, "data")
+    assert e.value.field == "data.clouds.preset"
+
+
+def test_overrides_parse_yaml_scalars_and_roundtrip():
+    data = apply_overrides({"data": {"read_threads": 4}}, ["data.read_threads=8", "data.clouds.mode=simulate",
+                                                          "data.optical_bands=[B2, B3]"])
+    cfg = from_dict(DataConfig, data["data"], "data")
+    assert cfg.read_threads == 8 and cfg.clouds.mode == "simulate" and cfg.optical_bands == ["B2", "B3"]
+    flat = flatten(to_dict(cfg))
+    assert flat["clouds.mode"] == "simulate" and flat["read_threads"] == 8
+    with pytest.raises(ConfigError):
+        apply_overrides({}, ["no-equals-sign"])
