@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,7 +36,7 @@ from raypipe.data import raster
 from raypipe.data.datasets import DatasetSpec, get_spec
 from raypipe.data.labels import map_label_map
 from raypipe.data.manifest import check_files_exist, read_manifest
-from raypipe.errors import BadTileError, ConfigError
+from raypipe.errors import BadTileError, ConfigError, RaypipeError
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,38 @@ def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
     return out
 
 
+_BAD_TILE_RE = re.compile(r"bad tile (?P<uri>.+?) \[(?P<reason>[a-z_]+)\]: (?P<detail>[^\n]*)")
+
+
+def unwrap_error(exc: BaseException) -> BaseException:
+    """The raypipe error behind a Ray task / Ray Data failure (Ray wraps user exceptions and may drop
+    the cause chain when it crosses processes; the worker's message still names the tile)."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, RaypipeError) and not type(e).__module__.startswith("ray."):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    m = _BAD_TILE_RE.search(str(exc))
+    if m:
+        return BadTileError(m["uri"], m["reason"], m["detail"].strip())
+    return exc
+
+
+def iter_unwrapped(iterator):
+    """Iterate, re-raising a wrapped raypipe error as itself (chained to the original)."""
+    try:
+        yield from iterator
+    except Exception as exc:
+        err = unwrap_error(exc)
+        if err is exc:
+            raise
+        raise err from exc
+
+
 def to_torch(batch: dict, device=None) -> dict:
     """Collate: numeric arrays → tensors (on ``device``), string columns stay lists."""
     import torch
@@ -381,9 +414,13 @@ class TilePipeline:
         return ds.map_batches(process_block, fn_kwargs={"plan": self.plan}, batch_format="pandas",
                               batch_size=self.cfg.rows_per_block, zero_copy_batch=True)
 
+    def iter_batches(self, batch_size: int | None = 32, prefetch_batches: int = 2, drop_last: bool = False):
+        """Numpy batches; a bad tile surfaces as the typed :class:`BadTileError` naming the file."""
+        yield from iter_unwrapped(self.dataset().iter_batches(batch_size=batch_size, batch_format="numpy",
+                                                              prefetch_batches=prefetch_batches, drop_last=drop_last))
+
     def iter_torch_batches(self, batch_size: int = 32, device=None, prefetch_batches: int = 2, drop_last=False):
-        for batch in self.dataset().iter_batches(batch_size=batch_size, batch_format="numpy",
-                                                 prefetch_batches=prefetch_batches, drop_last=drop_last):
+        for batch in self.iter_batches(batch_size, prefetch_batches, drop_last):
             yield to_torch(batch, device)
 
     @property

@@ -1,0 +1,98 @@
+"""The Ray Data pipeline on real and generated tiles: shapes, dtypes, labels, clouds, local vs S3."""
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import upload_tree
+from fixtures import layout_real_sen12ms_cr, make_sen12ms, make_whu
+from raypipe.config import from_dict
+from raypipe.data import bands as B
+from raypipe.data.labels import WORLDCOVER_TO_CLOUDSEG
+from raypipe.data.pipeline import DataConfig, TilePipeline
+from raypipe.data.prepare import prepare
+
+
+def run(manifest, **cfg):
+    pipe = TilePipeline(from_dict(DataConfig, {"manifest": manifest, **cfg}, "data"))
+    batches = list(pipe.dataset().iter_batches(batch_size=None, batch_format="numpy"))
+    out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    order = np.argsort(out["sample_id"])
+    return pipe, {k: v[order] for k, v in out.items()}
+
+
+def test_real_m3mcr_batches(real_data, tmp_path, ray_session):
+    prepare("m3m-cr", str(real_data / "M3M-CR" / "M3R-CR"), str(tmp_path / "m.parquet"))
+    pipe, out = run(str(tmp_path / "m.parquet"), optical="cloudy")
+    assert list(out["sample_id"]) == ["fall_1_p_457", "summer_33_p_1"]
+    assert out["optical"].shape == (2, 4, 300, 300) and out["optical"].dtype == np.float32
+    assert out["sar"].shape == (2, 2, 90, 90) and out["label_map"].shape == (2, 90, 90)
+    # the dataset's own masks are used as given
+    for i, (split, season, aoi, p) in enumerate([("train", "fall", 1, 457), ("test", "summer", 33, 1)]):
+        mask = np.load(real_data / f"M3M-CR/M3R-CR/{split}/cloudmask_{season}/cloudmask_{season}_{aoi}/"
+                                   f"cloudmask_{season}_{aoi}_p_{p}.npy")
+        assert out["cloud_fraction"][i] == pytest.approx(mask.mean(), abs=1e-6)
+        with rasterio.open(real_data / f"M3M-CR/M3R-CR/{split}/landcover_{season}/landcover_{season}_{aoi}/"
+                                       f"landcover_{season}_{aoi}_p_{p}.tif") as src:
+            wc = src.read(1)
+        expected = np.vectorize(lambda c: WORLDCOVER_TO_CLOUDSEG.get(int(c), 255))(wc)
+        np.testing.assert_array_equal(out["label_map"][i], expected)
+    # minmax normalisation (no published constants for PlanetScope): optical in [0, 1]
+    assert 0 <= out["optical"].min() and out["optical"].max() <= 1
+    assert pipe.report(len(out["sample_id"]))["accounted"]
+
+
+def test_real_sen12mscr_detected_clouds_local_and_s3(real_data, tmp_path, ray_session):
+    local = layout_real_sen12ms_cr(real_data, tmp_path / "cr")
+    upload_tree(local, "s3://raypipe-test/cr-pipeline")
+    prepare("sen12ms-cr", str(local), str(tmp_path / "m.parquet"), with_cloud_stats=True)
+    prepare("sen12ms-cr", "s3://raypipe-test/cr-pipeline", "s3://raypipe-test/cr-pipeline.parquet")
+    _, a = run(str(tmp_path / "m.parquet"), optical="cloudy")
+    _, b = run("s3://raypipe-test/cr-pipeline.parquet", optical="cloudy")
+    assert list(a["sample_id"]) == ["ROIs1970_fall_139_p839", "ROIs2017_winter_112_p797"]
+    assert a["optical"].shape == (2, len(B.S2_LAND_BANDS), 256, 256) and a["sar"].shape == (2, 2, 256, 256)
+    fall, winter = a["cloud_fraction"]
+    assert fall > 0.3 and winter < 0.1  # default detector on real clouds, and a near-clear hard negative
+    for k in ("optical", "sar", "cloud_mask", "cloud_fraction"):
+        np.testing.assert_array_equal(a[k], b[k])
+    # the manifest's cloud stats come from the same cloud stage
+    from raypipe.data.manifest import read_manifest
+
+    m = read_manifest(str(tmp_path / "m.parquet")).set_index("sample_id")
+    assert m.loc["ROIs1970_fall_139_p839", "cloud_fraction"] == pytest.approx(fall, abs=1e-6)
+    # z-score with SEN12MS's published constants on the land bands
+    with rasterio.open(local / "ROIs1970_fall_s2_cloudy/s2_cloudy_139/ROIs1970_fall_s2_cloudy_139_p839.tif") as s:
+        b2 = s.read(2).astype(np.float32)
+    np.testing.assert_allclose(a["optical"][0, 0], (b2 - B.SEN12MS_S2_LAND_MEAN[0]) / B.SEN12MS_S2_LAND_STD[0],
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_simulated_clouds_are_identical_across_epochs(tmp_path, ray_session):
+    make_sen12ms(tmp_path / "s", size=32)
+    prepare("sen12ms", str(tmp_path / "s"), str(tmp_path / "m.parquet"))
+    cfg = dict(optical="clear", clouds={"mode": "simulate", "preset": "thick", "coverage": {}})
+    _, e1 = run(str(tmp_path / "m.parquet"), **cfg)
+    _, e2 = run(str(tmp_path / "m.parquet"), **cfg)
+    _, clear = run(str(tmp_path / "m.parquet"), optical="clear", clouds={"mode": "none"})
+    np.testing.assert_array_equal(e1["cloud_mask"], e2["cloud_mask"])
+    np.testing.assert_array_equal(e1["optical"], e2["optical"])
+    assert (clear["cloud_fraction"] == 0).all()
+    cloudy = e1["cloud_fraction"] > 0.1
+    assert cloudy.any()
+    assert not np.allclose(e1["optical"][cloudy], clear["optical"][cloudy])
+    _, salted = run(str(tmp_path / "m.parquet"), **{**cfg, "clouds": {**cfg["clouds"], "salt": "other"}})
+    assert not np.array_equal(salted["cloud_mask"], e1["cloud_mask"])
+    assert list(e1["label"]) == list(clear["label"])
+
+
+def test_whu_windows_match_the_scene(tmp_path, ray_session):
+    make_whu(tmp_path / "whu", height=300, width=520, scenes=5)
+    prepare("whu-opt-sar", str(tmp_path / "whu"), str(tmp_path / "m.parquet"), tile_size=256)
+    _, out = run(str(tmp_path / "m.parquet"), split="test", normalise={"mode": "none"}, optical="clear")
+    i = list(out["sample_id"]).index("NH49E001014_r44_c264")
+    with rasterio.open(tmp_path / "whu/optical/NH49E001014.tif") as src:
+        scene = src.read()
+    np.testing.assert_array_equal(out["optical"][i], scene[:, 44:300, 264:520].astype(np.float32))
+    with rasterio.open(tmp_path / "whu/lbl/NH49E001014.tif") as src:
+        lbl = src.read(1)
+    np.testing.assert_array_equal(out["label_map"][i], lbl[44:300, 264:520] // 10)
