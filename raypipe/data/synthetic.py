@@ -83,6 +83,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import numbers
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -275,8 +276,10 @@ class DomainGap:
         offset = signed(GAP_S2_OFFSET, len(S2_BANDS))
         for i in _CIRRUS:  # the cirrus band sees no ground: no gap there
             gain[i], offset[i] = 1.0, 0.0
-        shift = {c: {r: float(np.exp(v)) for r, v in zip(S2_SPECTRAL_REGIONS, signed(GAP_S2_CLASS_SHIFT, len(S2_SPECTRAL_REGIONS)))}
-                 for c in CLASSES}
+        shift = {}
+        for c in CLASSES:  # log-factor per spectral region: seasonal change of this class
+            log_factors = signed(GAP_S2_CLASS_SHIFT, len(S2_SPECTRAL_REGIONS))
+            shift[c] = {r: float(np.exp(v)) for r, v in zip(S2_SPECTRAL_REGIONS, log_factors)}
         s1 = signed(GAP_S1_SHIFT_DB, len(S1_BANDS))
         return cls(tuple(map(float, gain)), tuple(map(float, offset)), shift, tuple(map(float, s1)))
 
@@ -560,22 +563,27 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def validate(tiles: int, size: int, seed: int, workers: int | None, preset: str, scene_size: int) -> None:
-    if not isinstance(tiles, int) or tiles < MIN_TILES:
-        raise ConfigError("--tiles", f"must be an integer >= {MIN_TILES} (tiles per domain), got {tiles!r}")
-    if not isinstance(size, int) or size < MIN_SIZE:
-        raise ConfigError("--size", f"must be an integer >= {MIN_SIZE} (tile side in pixels), got {size!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError("--seed", f"must be a non-negative integer, got {seed!r}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ConfigError("--workers", f"must be a positive integer, got {workers!r}")
+def _integer(value, flag: str, minimum: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(flag, f"must be an integer >= {minimum} ({what}), got {value!r}")
+    return int(value)
+
+
+def validate(tiles: int, size: int, seed: int, workers: int | None, preset: str,
+             scene_size: int) -> tuple[int, int, int, int | None, int]:
+    """Check the parameters (ConfigError naming the command-line flag); returns them as plain ints."""
+    tiles = _integer(tiles, "--tiles", MIN_TILES, "tiles per domain")
+    size = _integer(size, "--size", MIN_SIZE, "tile side in pixels")
+    seed = _integer(seed, "--seed", 0, "random seed")
+    if workers is not None:
+        workers = _integer(workers, "--workers", 1, "worker processes")
     if preset not in CLOUD_PRESETS:
         raise ConfigError("--cloud-preset", f"unknown preset {preset!r}; known: {', '.join(CLOUD_PRESETS)}")
-    if not isinstance(scene_size, int) or scene_size < 1:
-        raise ConfigError("--scene-size", f"must be a positive integer, got {scene_size!r}")
+    scene_size = _integer(scene_size, "--scene-size", 1, "patches per scene")
     if scene_count(tiles, scene_size) < 2:
         raise ConfigError("--scene-size", f"{scene_size} patches per scene gives a single scene for {tiles} tiles; "
                           f"at least 2 scenes are needed to hold out test scenes (use --scene-size <= {tiles // 2})")
+    return tiles, size, seed, workers, scene_size
 
 
 def _bucket(fraction: float) -> str:
@@ -613,7 +621,7 @@ def generate(out: str, tiles: int, size: int, seed: int, workers: int | None = N
     determined by ``seed``. ``workers`` processes (default: all usable cores; 1 = in this
     process). Progress (tiles done / total, tiles/s) is printed unless ``quiet``.
     """
-    validate(tiles, size, seed, workers, preset, scene_size)
+    tiles, size, seed, workers, scene_size = validate(tiles, size, seed, workers, preset, scene_size)
     workers = workers or default_workers()
     specs = plan(tiles, size, seed, scene_size)
     cfg = RenderConfig(storage.normalize(out), size, seed, preset, with_reference, DomainGap.draw(seed),
