@@ -1,0 +1,132 @@
+"""Pseudo-label filtering by the source model's logits (MTTS stage 1; DESIGN section 4).
+
+The pseudo-label is ``argmax_c z_c`` of the source model f_S. With ``p = softmax(z / T)``
+(T = 1 by default) a sample is kept when
+
+* ``"max_softmax"``: ``max_c p_c >= threshold``
+* ``"margin"``: ``p_(1) - p_(2) >= threshold`` (top-1 minus top-2 probability)
+* ``"none"``: always (the "no filtering" ablation; the threshold is ignored)
+
+``threshold`` is in [0, 1] for both rules. ``filter_stats`` summarises what passed, per predicted
+class and per cloud bucket, as a flat dict of floats for MLflow.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raypipe.errors import ConfigError
+from raypipe.metrics.classification import CLOUD_BUCKETS, cloud_buckets
+
+__all__ = ["FILTER_RULES", "filter_scores", "filter_pseudo_labels", "filter_stats"]
+
+FILTER_RULES: tuple[str, ...] = ("none", "max_softmax", "margin")
+
+
+def _check(rule: str, threshold: float, T: float) -> None:
+    if rule not in FILTER_RULES:
+        raise ConfigError("filtering.rule", f"must be one of {list(FILTER_RULES)}, got {rule!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ConfigError("filtering.threshold", f"must be a number in [0, 1], got {threshold!r}")
+    if not T > 0:
+        raise ConfigError("filtering.temperature", f"must be > 0, got {T!r}")
+
+
+@torch.no_grad()
+def filter_scores(logits: torch.Tensor, rule: str = "max_softmax", T: float = 1.0) -> torch.Tensor:
+    """The score each rule thresholds, shape ``(B,)``: max probability, top-1/top-2 margin, or
+    ones for ``"none"``."""
+    _check(rule, 0.0, T)
+    p = F.softmax(logits.detach().float() / T, dim=-1)
+    if rule == "none":
+        return torch.ones(p.shape[0], device=p.device)
+    if rule == "max_softmax":
+        return p.max(dim=-1).values
+    if p.shape[-1] < 2:
+        return torch.ones(p.shape[0], device=p.device)
+    top2 = p.topk(2, dim=-1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+@torch.no_grad()
+def filter_pseudo_labels(logits: torch.Tensor, rule: str = "max_softmax", threshold: float = 0.9,
+                         T: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pseudo_labels (B,) int64, keep_mask (B,) bool)`` from source-model logits ``(B, C)``."""
+    _check(rule, threshold, T)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (B, C), got {tuple(logits.shape)}")
+    labels = logits.detach().argmax(dim=-1)
+    if rule == "none":
+        return labels, torch.ones_like(labels, dtype=torch.bool)
+    return labels, filter_scores(logits, rule, T) >= threshold
+
+
+def _safe(name: str) -> str:
+    """A class name made safe as one MLflow metric-key component."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "_"
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def filter_stats(pseudo_labels: Any, keep: Any, num_classes: int, class_names: Sequence[str] | None = None,
+                 cloud_fraction: Any | None = None, target: Any | None = None,
+                 prefix: str = "filter/") -> dict[str, float]:
+    """Pass statistics for logging, as a flat ``dict[str, float]``.
+
+    Keys (with ``prefix``): ``n``, ``kept``, ``pass_rate``; ``class/<name>/n``,
+    ``class/<name>/pass_rate`` per *predicted* class (name made key-safe) (pass_rate left out when n = 0);
+    ``<bucket>/n``, ``<bucket>/pass_rate`` per cloud bucket when ``cloud_fraction`` is given.
+    With ``target`` (true labels, only on benchmarks where they exist): ``kept_acc`` and
+    ``rejected_acc`` (pseudo-label accuracy of kept / rejected samples), overall and per bucket
+    -- what a threshold sweep trades off.
+    """
+    y = _np(pseudo_labels).ravel().astype(np.int64)
+    k = _np(keep).ravel().astype(bool)
+    if y.shape != k.shape:
+        raise ValueError(f"{y.size} pseudo-labels for {k.size} keep flags")
+    names = [str(i) for i in range(num_classes)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for {num_classes} classes")
+    correct = None
+    if target is not None:
+        t = _np(target).ravel().astype(np.int64)
+        if t.shape != y.shape:
+            raise ValueError(f"{t.size} targets for {y.size} pseudo-labels")
+        correct = y == t
+    out: dict[str, float] = {}
+
+    def put(scope: str, sel: np.ndarray) -> None:
+        n = int(sel.sum())
+        out[f"{prefix}{scope}n"] = float(n)
+        if n == 0:
+            return
+        kept = sel & k
+        if scope == "":
+            out[f"{prefix}kept"] = float(kept.sum())
+        out[f"{prefix}{scope}pass_rate"] = float(kept.sum()) / n
+        if correct is not None and scope.split("/")[0] != "class":
+            if kept.any():
+                out[f"{prefix}{scope}kept_acc"] = float(correct[kept].mean())
+            rejected = sel & ~k
+            if rejected.any():
+                out[f"{prefix}{scope}rejected_acc"] = float(correct[rejected].mean())
+
+    put("", np.ones_like(k))
+    for c, name in enumerate(names):
+        put(f"class/{_safe(name)}/", y == c)
+    if cloud_fraction is not None:
+        b = cloud_buckets(cloud_fraction)
+        if b.shape != y.shape:
+            raise ValueError(f"{b.size} cloud fractions for {y.size} samples")
+        for bucket in CLOUD_BUCKETS:
+            put(f"{bucket}/", b == bucket)
+    return out

@@ -1,0 +1,164 @@
+"""Build models from plain-dict specs (configuration as data), with errors naming the dotted field.
+
+Specs::
+
+    {"kind": "resnet", "depth": 18, "width": 64, "in_channels": 10, "num_classes": 10,
+     "stem": "small", "zero_init_residual": False, "dropout": 0.0}
+
+    {"kind": "multimodal", "num_classes": 10, "fusion": "concat", "variational": False,
+     "optical": {"depth": 18, "in_channels": 10, "width": 64, "stem": "small"},
+     "sar":     {"depth": 10, "in_channels": 2, "width": 32, "stem": "small"}}
+
+Encoder specs inside a multimodal spec are resnet specs without ``num_classes`` (the heads
+belong to the multimodal model); their ``kind`` may be omitted or ``"resnet"``.
+Defaults: depth 18, width 64, stem "standard", zero_init_residual False, dropout 0,
+fusion "concat", variational False. ``in_channels`` and ``num_classes`` are required.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from raypipe.errors import ConfigError
+from raypipe.models.multimodal import FUSIONS, MODALITIES, MultiModalNet
+from raypipe.models.resnet import RESNET_DEPTHS, RESNET_STEMS, ResNet
+
+__all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL_KINDS"]
+
+MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal")
+_RESNET_KEYS = {"kind", "depth", "width", "in_channels", "num_classes", "stem", "zero_init_residual", "dropout"}
+_MULTIMODAL_KEYS = {"kind", "num_classes", "fusion", "variational"} | set(MODALITIES)
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+def _int(spec: Mapping[str, Any], key: str, field: str, *, default: Any = None, minimum: int = 1,
+         choices: Any = None) -> int:
+    f = _join(field, key)
+    if key not in spec:
+        if default is None:
+            raise ConfigError(f, "is required")
+        return default
+    v = spec[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f, f"must be an integer, got {v!r}")
+    if choices is not None and v not in choices:
+        raise ConfigError(f, f"must be one of {sorted(choices)}, got {v}")
+    if v < minimum:
+        raise ConfigError(f, f"must be >= {minimum}, got {v}")
+    return v
+
+
+def _choice(spec: Mapping[str, Any], key: str, field: str, choices: tuple[str, ...], default: str) -> str:
+    v = spec.get(key, default)
+    if v not in choices:
+        raise ConfigError(_join(field, key), f"must be one of {list(choices)}, got {v!r}")
+    return v
+
+
+def _bool(spec: Mapping[str, Any], key: str, field: str, default: bool) -> bool:
+    v = spec.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(_join(field, key), f"must be true or false, got {v!r}")
+    return v
+
+
+def _check_mapping(spec: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(field or "model", f"must be a mapping, got {type(spec).__name__}")
+    return spec
+
+
+def _check_keys(spec: Mapping[str, Any], allowed: set[str], field: str, hint: str = "") -> None:
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(_join(field, str(key)), f"unknown key; allowed: {sorted(allowed)}{hint}")
+
+
+def _kind(spec: Mapping[str, Any], field: str) -> str:
+    if "kind" not in spec:
+        raise ConfigError(_join(field, "kind"), f"is required; one of {list(MODEL_KINDS)}")
+    kind = spec["kind"]
+    if kind not in MODEL_KINDS:
+        raise ConfigError(_join(field, "kind"), f"unknown model kind {kind!r}; one of {list(MODEL_KINDS)}")
+    return kind
+
+
+def _build_resnet(spec: Mapping[str, Any], field: str, *, encoder: bool) -> ResNet:
+    if encoder:
+        hint = " (set num_classes on the multimodal model, not on its encoders)" if "num_classes" in spec else ""
+        _check_keys(spec, _RESNET_KEYS - {"num_classes"}, field, hint)
+        if spec.get("kind", "resnet") != "resnet":
+            raise ConfigError(_join(field, "kind"), f"encoders must be 'resnet', got {spec['kind']!r}")
+        num_classes = 0
+    else:
+        _check_keys(spec, _RESNET_KEYS, field)
+        num_classes = _int(spec, "num_classes", field, minimum=2)
+    dropout = spec.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(_join(field, "dropout"), f"must be a number in [0, 1), got {dropout!r}")
+    return ResNet(
+        depth=_int(spec, "depth", field, default=18, choices=RESNET_DEPTHS),
+        in_channels=_int(spec, "in_channels", field),
+        num_classes=num_classes,
+        width=_int(spec, "width", field, default=64),
+        stem=_choice(spec, "stem", field, RESNET_STEMS, "standard"),
+        zero_init_residual=_bool(spec, "zero_init_residual", field, False),
+        dropout=float(dropout),
+    )
+
+
+def build_model(spec: Mapping[str, Any], field: str = "model") -> nn.Module:
+    """Build a ``ResNet`` or ``MultiModalNet`` from ``spec``.
+
+    ``field`` is the dotted path of ``spec`` in the run configuration (e.g. ``"models.target"``),
+    used to name the offending field in ``ConfigError`` (e.g. ``"models.target.sar.depth"``).
+    Raises ``ConfigError`` for an unknown kind or key, a missing required key, or a bad value.
+    """
+    spec = _check_mapping(spec, field)
+    kind = _kind(spec, field)
+    if kind == "resnet":
+        return _build_resnet(spec, field, encoder=False)
+    _check_keys(spec, _MULTIMODAL_KEYS, field)
+    encoders = {}
+    for m in MODALITIES:
+        f = _join(field, m)
+        if m not in spec:
+            raise ConfigError(f, "is required (a resnet encoder spec)")
+        encoders[m] = _build_resnet(_check_mapping(spec[m], f), f, encoder=True)
+    return MultiModalNet(
+        encoders["optical"], encoders["sar"],
+        num_classes=_int(spec, "num_classes", field, minimum=2),
+        fusion=_choice(spec, "fusion", field, FUSIONS, "concat"),
+        variational=_bool(spec, "variational", field, False),
+    )
+
+
+def model_spec_in_channels(spec: Mapping[str, Any], field: str = "model") -> dict[str, int]:
+    """Input band counts a spec expects: ``{"optical": n, "sar": m}`` for a multimodal spec,
+    ``{"input": n}`` for a single-input resnet. Validates only what it reads."""
+    spec = _check_mapping(spec, field)
+    if _kind(spec, field) == "resnet":
+        return {"input": _int(spec, "in_channels", field)}
+    out = {}
+    for m in MODALITIES:
+        f = _join(field, m)
+        if m not in spec:
+            raise ConfigError(f, "is required (a resnet encoder spec)")
+        out[m] = _int(_check_mapping(spec[m], f), "in_channels", f)
+    return out
+
+
+def check_model_inputs(spec: Mapping[str, Any], bands: Mapping[str, int], field: str = "model") -> None:
+    """Raise ``ConfigError`` naming ``<field>[.<modality>].in_channels`` if the data's band counts
+    (``bands``: ``{"optical": 10, "sar": 2}``, or ``{"input": 10}`` for a resnet) do not match."""
+    for key, n in model_spec_in_channels(spec, field).items():
+        f = _join(field, "in_channels") if key == "input" else _join(_join(field, key), "in_channels")
+        if key not in bands:
+            raise ConfigError(f, f"the data provides no '{key}' input (has {sorted(bands)})")
+        if bands[key] != n:
+            raise ConfigError(f, f"is {n} but the data has {bands[key]} {key} bands")

@@ -1,0 +1,282 @@
+"""KD loss, pseudo-label filtering and the IRM sanity properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raypipe.errors import ConfigError
+from raypipe.methods import (
+    filter_pseudo_labels,
+    filter_scores,
+    filter_stats,
+    irm_scores,
+    irm_weights,
+    kd_loss,
+    kd_loss_from_probs,
+    soft_targets,
+    target_distillation_loss,
+)
+from raypipe.models import MultiModalOutput
+
+C = 10
+
+
+def logits_from_probs(*rows):
+    return torch.log(torch.tensor(rows, dtype=torch.float32))
+
+
+def peaked(cls: int, p: float, c: int = C) -> list[float]:
+    """A distribution with ``p`` on ``cls`` and the rest spread evenly."""
+    row = [(1 - p) / (c - 1)] * c
+    row[cls] = p
+    return row
+
+
+# ---------------------------------------------------------------- KD
+
+
+def test_kd_zero_for_identical_positive_otherwise():
+    torch.manual_seed(0)
+    s = torch.randn(6, C)
+    assert kd_loss(s, s.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    t = torch.randn(6, C)
+    loss = kd_loss(s, t, T=4.0)
+    assert loss.item() > 0
+    ref = F.kl_div(F.log_softmax(s / 4, -1), F.softmax(t / 4, -1), reduction="batchmean") * 16
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    p = soft_targets(t, 4.0)
+    assert torch.allclose(p.sum(-1), torch.ones(6))
+    assert (soft_targets(t, 8.0).max(-1).values <= p.max(-1).values + 1e-7).all()  # higher T: flatter
+
+
+def test_kd_weights_and_normalisation():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, C), torch.randn(4, C)
+    per = torch.stack([kd_loss(s[i:i + 1], t[i:i + 1]) for i in range(4)])
+    w = torch.tensor([1.0, 0.0, 3.0, 0.0])
+    assert kd_loss(s, t, weights=w).item() == pytest.approx(((per[0] + 3 * per[2]) / 4).item(), rel=1e-5)
+    assert kd_loss(s, t, weights=10 * w).item() == pytest.approx(kd_loss(s, t, weights=w).item(), rel=1e-5)
+    assert kd_loss(s, t, weights=w, normalize="batch").item() == pytest.approx(((per[0] + 3 * per[2]) / 4).item(),
+                                                                                 rel=1e-5)
+    half = torch.full((4,), 0.5)
+    assert kd_loss(s, t, weights=half, normalize="batch").item() == pytest.approx(0.5 * per.mean().item(), rel=1e-5)
+    assert kd_loss(s, t, weights=torch.zeros(4)).item() == 0.0
+    with pytest.raises(ValueError):
+        kd_loss(s, t, weights=-w)
+    with pytest.raises(ValueError):
+        kd_loss(s, t, weights=torch.ones(3))
+
+
+def test_kd_gradient_reaches_student_only():
+    s = torch.randn(3, C, requires_grad=True)
+    t = torch.randn(3, C, requires_grad=True)
+    kd_loss(s, t).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None
+    mix = 0.3 * soft_targets(t, 4.0) + 0.7 * soft_targets(torch.randn(3, C), 4.0)
+    assert kd_loss_from_probs(s, mix).item() > 0
+    probs = F.softmax(torch.randn(3, C), -1).requires_grad_(True)
+    kd_loss_from_probs(s, probs).backward()
+    assert probs.grad is None  # given probabilities are detached too
+
+
+# ---------------------------------------------------------------- filtering
+
+
+FILTER_LOGITS = logits_from_probs(
+    [0.95, 0.03, 0.02],   # confident: kept by both rules
+    [0.45, 0.50, 0.05],   # two-way tie: rejected by both
+    [0.20, 0.60, 0.20],   # max 0.6 (< 0.9), margin 0.4 (>= 0.3)
+)
+
+
+def test_filter_rules_on_constructed_logits():
+    labels, keep = filter_pseudo_labels(FILTER_LOGITS, "max_softmax", 0.9)
+    assert labels.tolist() == [0, 1, 1] and keep.tolist() == [True, False, False]
+    _, keep = filter_pseudo_labels(FILTER_LOGITS, "margin", 0.3)
+    assert keep.tolist() == [True, False, True]
+    _, keep = filter_pseudo_labels(FILTER_LOGITS, "max_softmax", 0.55)
+    assert keep.tolist() == [True, False, True]
+    _, keep = filter_pseudo_labels(FILTER_LOGITS, "none", 0.99)
+    assert keep.all()
+    assert torch.allclose(filter_scores(FILTER_LOGITS, "margin"), torch.tensor([0.92, 0.05, 0.40]), atol=1e-5)
+    with pytest.raises(ConfigError) as e:
+        filter_pseudo_labels(FILTER_LOGITS, "entropy", 0.5)
+    assert e.value.field == "filtering.rule"
+    with pytest.raises(ConfigError) as e:
+        filter_pseudo_labels(FILTER_LOGITS, "margin", 1.5)
+    assert e.value.field == "filtering.threshold"
+
+
+def test_filter_stats_per_class_and_bucket():
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    keep = np.array([True, False, True, True, False, False])
+    frac = np.array([0.0, 0.95, 0.05, 0.5, 1.0, 0.99])
+    target = np.array([0, 1, 1, 0, 1, 2])
+    s = filter_stats(labels, keep, 4, ["Forest", "Snow/Ice", "Water", "Urban"], frac, target)
+    assert s["filter/n"] == 6 and s["filter/kept"] == 3 and s["filter/pass_rate"] == 0.5
+    assert s["filter/class/Forest/pass_rate"] == 0.5
+    assert s["filter/class/Snow_Ice/pass_rate"] == pytest.approx(2 / 3)
+    assert s["filter/class/Water/pass_rate"] == 0.0
+    assert s["filter/class/Urban/n"] == 0 and "filter/class/Urban/pass_rate" not in s
+    assert s["filter/clear/n"] == 2 and s["filter/clear/pass_rate"] == 1.0
+    assert s["filter/partly/pass_rate"] == 1.0
+    assert s["filter/cloudy/n"] == 3 and s["filter/cloudy/pass_rate"] == 0.0
+    assert s["filter/kept_acc"] == pytest.approx(2 / 3)      # kept: idx 0 ok, 2 ok, 3 wrong
+    assert s["filter/rejected_acc"] == pytest.approx(2 / 3)  # rejected: idx 1 wrong, 4 ok, 5 ok
+    assert "filter/cloudy/kept_acc" not in s and s["filter/cloudy/rejected_acc"] == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------- IRM
+
+# sample 0 "clear": source and optical teacher agree confidently, SAR teacher unsure;
+# sample 1 "cloudy": source and optical teacher near-uniform, SAR teacher confident;
+# sample 2 "cloudy, optical disagrees": optical teacher leans to another class, SAR confident.
+SRC = logits_from_probs(peaked(3, 0.9), peaked(0, 0.12), peaked(7, 0.2))
+OPT = logits_from_probs(peaked(3, 0.85), peaked(2, 0.12), peaked(7, 0.4))
+SAR = logits_from_probs(peaked(3, 0.25), peaked(5, 0.9), peaked(5, 0.9))
+
+
+def test_irm_per_sample_favours_the_reliable_modality():
+    w_opt, w_sar = irm_weights(OPT, SRC, SAR, "per_sample")
+    assert w_opt.shape == w_sar.shape == (3,)
+    assert w_opt[0] > w_sar[0]                       # clear: optical guides more
+    assert w_sar[1] > w_opt[1] and w_sar[2] > w_opt[2]  # cloudy: SAR guides more
+    assert torch.allclose(w_opt + w_sar, torch.ones(3))
+    assert (w_opt > 0).all() and (w_sar > 0).all()
+    # the documented formula, by hand, for sample 0 (reference class 3)
+    s_o, s_r, ref = irm_scores(OPT, SRC, SAR)
+    assert ref.tolist() == [3, 5, 5]
+    rho = 0.85 / 0.25
+    assert w_opt[0].item() == pytest.approx(0.1 + 0.8 * rho / (1 + rho), rel=1e-5)
+
+
+def test_irm_floor_no_modality_silenced():
+    big = 60.0
+    opt = torch.zeros(2, C)
+    opt[0, 1] = big
+    opt[1, 4] = -big
+    src = opt.clone()
+    sar = torch.zeros(2, C)
+    sar[0, 1] = -big
+    sar[1, 4] = big
+    for w_min in (0.1, 0.05):
+        w_opt, w_sar = irm_weights(opt, src, sar, "per_sample", alpha=4.0, w_min=w_min)
+        assert torch.all(w_opt >= w_min - 1e-6) and torch.all(w_sar >= w_min - 1e-6)
+        assert w_opt[0] == pytest.approx(1 - w_min, abs=1e-4) and w_sar[1] == pytest.approx(1 - w_min, abs=1e-4)
+
+
+def test_irm_batch_and_off_modes():
+    w_opt, w_sar = irm_weights(OPT, SRC, SAR, "batch")
+    assert torch.all(w_opt == w_opt[0]) and torch.all(w_sar == w_sar[0])
+    s_o, s_r, _ = irm_scores(OPT, SRC, SAR)
+    rho = (s_o.sum() / s_r.sum()).item()
+    assert w_opt[0].item() == pytest.approx(0.1 + 0.8 * rho / (1 + rho), rel=1e-5)
+    w_opt, w_sar = irm_weights(OPT, SRC, SAR, "off")
+    assert torch.all(w_opt == 0.5) and torch.all(w_sar == 0.5)
+    w_opt, _ = irm_weights(OPT, SRC, SAR, "per_sample", alpha=0.0)
+    assert torch.allclose(w_opt, torch.full((3,), 0.5))
+    sharp, _ = irm_weights(OPT, SRC, SAR, "per_sample", alpha=3.0)
+    soft, _ = irm_weights(OPT, SRC, SAR, "per_sample", alpha=1.0)
+    assert sharp[0] > soft[0] and sharp[1] < soft[1]
+    with pytest.raises(ConfigError) as e:
+        irm_weights(OPT, SRC, SAR, "sample")
+    assert e.value.field == "irm.mode"
+    with pytest.raises(ConfigError) as e:
+        irm_weights(OPT, SRC, SAR, w_min=0.5)
+    assert e.value.field == "irm.w_min"
+
+
+def test_irm_consensus_vs_source_reference():
+    # source weakly picks class 1 on a cloudy tile, optical uniform, SAR confident in class 5
+    src = logits_from_probs(peaked(1, 0.15))
+    opt = torch.zeros(1, C)
+    sar = logits_from_probs(peaked(5, 0.95))
+    w_cons, _ = irm_weights(opt, src, sar, reference="consensus")
+    w_src, _ = irm_weights(opt, src, sar, reference="source")
+    assert w_cons.item() < 0.5 < w_src.item()  # anchoring on a confused f_S favours the wrong modality
+
+
+def test_irm_weights_carry_no_grad():
+    opt, src, sar = (x.clone().requires_grad_(True) for x in (OPT, SRC, SAR))
+    w_opt, w_sar = irm_weights(opt, src, sar)
+    assert not w_opt.requires_grad and not w_sar.requires_grad
+
+
+def _student(requires_grad=True):
+    torch.manual_seed(1)
+    heads = [torch.randn(3, C, requires_grad=requires_grad) for _ in range(3)]
+    out = MultiModalOutput(fused=heads[0], optical=heads[1], sar=heads[2],
+                           optical_features=torch.zeros(3, 1), sar_features=torch.zeros(3, 1))
+    return out, heads
+
+
+def test_target_loss_gradients_reach_student_only():
+    out, heads = _student()
+    teachers = [x.clone().requires_grad_(True) for x in (SRC, OPT, SAR)]
+    loss, parts = target_distillation_loss(out, *teachers)
+    loss.backward()
+    assert all(h.grad is not None and h.grad.abs().sum() > 0 for h in heads)
+    assert all(t.grad is None for t in teachers)
+    assert loss.item() > 0 and not parts["loss"].requires_grad
+    expected = parts["kd_src"] + parts["kd_aux"] + 0.5 * (parts["kd_uni_opt"] + parts["kd_uni_sar"])
+    assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert parts["w_opt_mean"].item() + parts["w_sar_mean"].item() == pytest.approx(1.0)
+
+
+def test_target_loss_aux_term_is_kd_to_irm_mixture():
+    """Same student gradient as KD to w_O p_O + w_R p_R: IRM multiplies the teachers' soft targets."""
+    T = 4.0
+    w_opt, w_sar = irm_weights(OPT, SRC, SAR)
+    out, heads = _student()
+    loss, _ = target_distillation_loss(out, SRC, OPT, SAR, T=T, lambda_src=0.0, lambda_uni=0.0)
+    loss.backward()
+    fused = heads[0].detach().clone().requires_grad_(True)
+    mix = w_opt[:, None] * soft_targets(OPT, T) + w_sar[:, None] * soft_targets(SAR, T)
+    kd_loss_from_probs(fused, mix, T).backward()
+    assert torch.allclose(heads[0].grad, fused.grad, atol=1e-6)
+    assert torch.all(heads[1].grad == 0) and torch.all(heads[2].grad == 0)  # lambda_uni=0: zero, not none
+
+
+def test_target_loss_modes_and_switches():
+    out, _ = _student(requires_grad=False)
+    per, p_per = target_distillation_loss(out, SRC, OPT, SAR, irm_mode="per_sample")
+    bat, p_bat = target_distillation_loss(out, SRC, OPT, SAR, irm_mode="batch")
+    off, p_off = target_distillation_loss(out, SRC, OPT, SAR, irm_mode="off")
+    assert len({round(per.item(), 6), round(bat.item(), 6), round(off.item(), 6)}) == 3
+    assert p_off["w_opt_min"] == p_off["w_opt_max"] == 0.5
+    assert p_bat["w_opt_min"] == p_bat["w_opt_max"]
+    _, p_w = target_distillation_loss(out, SRC, OPT, SAR, src_weighting="irm_opt")
+    assert p_w["kd_src"] < p_per["kd_src"]   # f_S down-weighted (w_opt < 1 everywhere)
+    as_dict = {"fused": out.fused, "optical": out.optical, "sar": out.sar}
+    assert target_distillation_loss(as_dict, SRC, OPT, SAR)[0].item() == pytest.approx(per.item())
+    with pytest.raises(ConfigError) as e:
+        target_distillation_loss(out, SRC, OPT, SAR, irm_hp={"beta": 1.0})
+    assert e.value.field == "irm.beta"
+    with pytest.raises(ConfigError) as e:
+        target_distillation_loss(out, SRC, OPT, SAR, lambda_aux=-1.0)
+    assert e.value.field == "loss.lambda_aux"
+    assert math.isfinite(target_distillation_loss(out, SRC, OPT, SAR, irm_hp={"T": 4.0, "alpha": 2.0})[0].item())
+
+
+def test_target_loss_sample_mask_is_stage2_filtering():
+    out, heads = _student()
+    keep = torch.tensor([True, False, True])
+    loss, parts = target_distillation_loss(out, SRC, OPT, SAR, sample_mask=keep)
+    loss.backward()
+    assert torch.all(heads[0].grad[1] == 0) and heads[0].grad[0].abs().sum() > 0
+    sub = MultiModalOutput(fused=out.fused[[0, 2]], optical=out.optical[[0, 2]], sar=out.sar[[0, 2]],
+                           optical_features=torch.zeros(2, 1), sar_features=torch.zeros(2, 1))
+    ref, _ = target_distillation_loss(sub, SRC[[0, 2]], OPT[[0, 2]], SAR[[0, 2]])
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    # batch mode: the ratio is taken over the kept samples
+    w_b, _ = irm_weights(OPT, SRC, SAR, "batch", mask=keep)
+    w_sub, _ = irm_weights(OPT[[0, 2]], SRC[[0, 2]], SAR[[0, 2]], "batch")
+    assert torch.allclose(w_b, w_sub[:1].expand(3))
+    none, _ = target_distillation_loss(out, SRC, OPT, SAR, sample_mask=torch.zeros(3, dtype=torch.bool))
+    assert none.item() == 0.0
