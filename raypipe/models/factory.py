@@ -11,7 +11,7 @@ Specs::
 
 Encoder specs inside a multimodal spec are resnet specs without ``num_classes`` (the heads
 belong to the multimodal model); their ``kind`` may be omitted or ``"resnet"``.
-Defaults: depth 18, width 64, stem "standard", zero_init_residual False, dropout 0,
+Defaults: depth 18, width 64, stem "standard", zero_init_residual False, dropout 0, norm "batch",
 fusion "concat", variational False. ``in_channels`` and ``num_classes`` are required.
 """
 
@@ -23,12 +23,13 @@ from torch import nn
 
 from raypipe.errors import ConfigError
 from raypipe.models.multimodal import FUSIONS, MODALITIES, MultiModalNet
-from raypipe.models.resnet import RESNET_DEPTHS, RESNET_STEMS, ResNet
+from raypipe.models.resnet import RESNET_DEPTHS, RESNET_NORMS, RESNET_STEMS, ResNet
 
 __all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL_KINDS"]
 
 MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal")
-_RESNET_KEYS = {"kind", "depth", "width", "in_channels", "num_classes", "stem", "zero_init_residual", "dropout"}
+_RESNET_KEYS = {"kind", "depth", "width", "in_channels", "num_classes", "stem", "zero_init_residual", "dropout",
+                "norm"}
 _MULTIMODAL_KEYS = {"kind", "num_classes", "fusion", "variational"} | set(MODALITIES)
 
 
@@ -109,6 +110,7 @@ def _build_resnet(spec: Mapping[str, Any], field: str, *, encoder: bool) -> ResN
         stem=_choice(spec, "stem", field, RESNET_STEMS, "standard"),
         zero_init_residual=_bool(spec, "zero_init_residual", field, False),
         dropout=float(dropout),
+        norm=_choice(spec, "norm", field, RESNET_NORMS, "batch"),
     )
 
 

@@ -34,25 +34,40 @@ def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
 
+RESNET_NORMS: tuple[str, ...] = ("batch", "group")
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``batch``: BatchNorm2d (converted to SyncBatchNorm by the trainer under multi-GPU DDP);
+    ``group``: GroupNorm with up to 32 groups, independent of the batch, so results do not depend on
+    how a global batch is split across workers (and usable with tiny per-worker batches)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    raise ValueError(f"norm must be one of {RESNET_NORMS}, got {kind!r}")
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
 
     expansion = 1
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1):
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, norm: str = "batch"):
         super().__init__()
         out_ch = planes * self.expansion
         self.conv1 = _conv3x3(in_ch, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = make_norm(norm, planes)
         self.conv2 = _conv3x3(planes, out_ch)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = make_norm(norm, out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(_conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+            self.downsample = nn.Sequential(_conv1x1(in_ch, out_ch, stride), make_norm(norm, out_ch))
 
     @property
-    def last_bn(self) -> nn.BatchNorm2d:
+    def last_bn(self) -> nn.Module:
         return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,22 +82,22 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1):
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, norm: str = "batch"):
         super().__init__()
         out_ch = planes * self.expansion
         self.conv1 = _conv1x1(in_ch, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = make_norm(norm, planes)
         self.conv2 = _conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = make_norm(norm, planes)
         self.conv3 = _conv1x1(planes, out_ch)
-        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.bn3 = make_norm(norm, out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(_conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+            self.downsample = nn.Sequential(_conv1x1(in_ch, out_ch, stride), make_norm(norm, out_ch))
 
     @property
-    def last_bn(self) -> nn.BatchNorm2d:
+    def last_bn(self) -> nn.Module:
         return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +144,7 @@ class ResNet(nn.Module):
         stem: str = "standard",
         zero_init_residual: bool = False,
         dropout: float = 0.0,
+        norm: str = "batch",
     ):
         super().__init__()
         if depth not in RESNET_DEPTHS:
@@ -137,6 +153,8 @@ class ResNet(nn.Module):
             raise ValueError(f"stem must be one of {RESNET_STEMS}, got {stem!r}")
         if in_channels < 1 or width < 1 or num_classes < 0:
             raise ValueError("in_channels and width must be >= 1 and num_classes >= 0")
+        if norm not in RESNET_NORMS:
+            raise ValueError(f"norm must be one of {RESNET_NORMS}, got {norm!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         block, layers = RESNET_DEPTHS[depth]
@@ -148,14 +166,14 @@ class ResNet(nn.Module):
         if stem == "standard":
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False),
-                nn.BatchNorm2d(width),
+                make_norm(norm, width),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             )
         else:
             self.stem = nn.Sequential(
                 _conv3x3(in_channels, width),
-                nn.BatchNorm2d(width),
+                make_norm(norm, width),
                 nn.ReLU(inplace=True),
             )
 
@@ -166,7 +184,7 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(n_blocks):
-                blocks.append(block(in_ch, planes, stride if j == 0 else 1))
+                blocks.append(block(in_ch, planes, stride if j == 0 else 1, norm))
                 in_ch = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -180,7 +198,7 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
