@@ -1,0 +1,94 @@
+"""MTTS end to end on a tiny generated benchmark: stages on Ray Train, lineage and reuse in MLflow,
+configuration errors before any training."""
+
+import time
+
+import mlflow
+import pytest
+
+from raypipe.errors import ConfigError
+from raypipe.stages.config import resolve
+from raypipe.stages.mtts import run_mtts
+
+TINY_MODEL = {"kind": "resnet", "depth": 10, "width": 4, "stem": "small", "norm": "group"}
+TINY_TRAIN = {"epochs": 1, "batch_size": 16}
+
+
+def tiny(tmp_path, **extra_stage):
+    stages = {s: {"model": dict(TINY_MODEL), "train": dict(TINY_TRAIN)} for s in ("source", "aux_optical", "aux_sar")}
+    stages["target"] = {"model": {"kind": "multimodal", "optical": {k: v for k, v in TINY_MODEL.items() if k != "kind"},
+                                  "sar": {k: v for k, v in TINY_MODEL.items() if k != "kind"}},
+                        "train": dict(TINY_TRAIN)}
+    for k, v in extra_stage.items():
+        stages[k].update(v)
+    return {"data": {"benchmark": {"out": str(tmp_path / "bench"), "tiles": 60, "size": 16, "scene_size": 10}},
+            "stages": stages,
+            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "test-mtts"},
+            "ray": {"storage_path": str(tmp_path / "runs")}}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, ray_session):
+    tmp = tmp_path_factory.mktemp("mtts")
+    t0 = time.perf_counter()
+    result = run_mtts(resolve(extra=tiny(tmp)))
+    return tmp, result, time.perf_counter() - t0
+
+
+def test_all_stages_train_and_nest_under_one_pipeline_run(first_run):
+    tmp, result, _ = first_run
+    assert list(result.stages) == ["source", "aux_optical", "aux_sar", "target"]
+    assert not any(o.reused for o in result.stages.values())
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    for name, outcome in result.stages.items():
+        run = client.get_run(outcome.run_id)
+        assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert run.data.tags["raypipe.stage_key"] == outcome.key
+        assert run.info.status == "FINISHED"
+        assert "target_test/oa" in run.data.metrics
+        assert any(k.startswith("stages") is False for k in run.data.params)  # the resolved config is logged
+        history = client.get_metric_history(outcome.run_id, "eval/oa")
+        assert [m.step for m in history] == [0]  # per-epoch metrics logged by the rank-0 worker
+    # teachers are recorded as inputs: the target stage points at the three runs it distilled from
+    tags = client.get_run(result.stages["target"].run_id).data.tags
+    assert tags["raypipe.input.source"] == result.stages["source"].run_id
+    assert tags["raypipe.input.aux_sar"] == result.stages["aux_sar"].run_id
+    aux = client.get_run(result.stages["aux_optical"].run_id).data.metrics
+    assert any(k.startswith("pseudo/") for k in aux)  # pseudo-label pass statistics
+    arts = [a.path for a in client.list_artifacts(result.stages["target"].run_id, "eval/target_test")]
+    assert any(p.endswith("confusion.png") for p in arts)
+    assert "source-only" in result.table and "target f_T" in result.table
+
+
+def test_rerun_reuses_every_stage_and_force_retrains_one(first_run):
+    tmp, first, first_seconds = first_run
+    t0 = time.perf_counter()
+    again = run_mtts(resolve(extra=tiny(tmp)))
+    seconds = time.perf_counter() - t0
+    assert all(o.reused for o in again.stages.values())
+    assert {s: o.run_id for s, o in again.stages.items()} == {s: o.run_id for s, o in first.stages.items()}
+    assert seconds < first_seconds / 3
+    forced = run_mtts(resolve(extra={**tiny(tmp), "force_stages": ["target"]}))
+    assert [s for s, o in forced.stages.items() if not o.reused] == ["target"]
+    assert forced.stages["target"].run_id != first.stages["target"].run_id
+    # a change in one stage's config retrains that stage and everything downstream of it
+    changed = run_mtts(resolve(extra=tiny(tmp, aux_sar={"filter": {"threshold": 0.3}})))
+    assert [s for s, o in changed.stages.items() if not o.reused] == ["aux_sar", "target"]
+
+
+def test_bad_config_fails_before_training(first_run):
+    tmp, result, _ = first_run
+    with pytest.raises(ConfigError) as e:
+        resolve(extra=tiny(tmp), overrides=["stages.target.irm.mdoe=off"])
+    assert e.value.field == "stages.target.irm.mdoe"
+    cfg = resolve(extra=tiny(tmp, aux_optical={"from_run": "0123456789abcdef0123456789abcdef"}))
+    with pytest.raises(ConfigError) as e:
+        run_mtts(cfg)
+    assert e.value.field == "stages.aux_optical.from_run"
+    bad_bands = tiny(tmp, aux_sar={"model": {**TINY_MODEL, "in_channels": 3}})
+    with pytest.raises(ConfigError) as e:
+        run_mtts(resolve(extra=bad_bands))
+    assert e.value.field == "stages.aux_sar.model.in_channels"
+    # a from_run pointing at a real finished stage run is accepted and reused as that stage
+    ok = run_mtts(resolve(extra=tiny(tmp, source={"from_run": result.stages["source"].run_id})))
+    assert ok.stages["source"].reused and ok.stages["source"].run_id == result.stages["source"].run_id
