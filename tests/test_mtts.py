@@ -71,9 +71,14 @@ def test_rerun_reuses_every_stage_and_force_retrains_one(first_run):
     forced = run_mtts(resolve(extra={**tiny(tmp), "force_stages": ["target"]}))
     assert [s for s, o in forced.stages.items() if not o.reused] == ["target"]
     assert forced.stages["target"].run_id != first.stages["target"].run_id
-    # a change in one stage's config retrains that stage and everything downstream of it
-    changed = run_mtts(resolve(extra=tiny(tmp, aux_sar={"filter": {"threshold": 0.3}})))
+    # a change in one stage's config retrains that stage and everything downstream of it; the target
+    # stage here takes its teachers' logits precomputed by Ray Data batch inference instead of in the loop
+    changed = run_mtts(resolve(extra=tiny(tmp, aux_sar={"filter": {"threshold": 0.3}},
+                                          target={"train": {**TINY_TRAIN, "teacher_outputs": "precomputed"}})))
     assert [s for s, o in changed.stages.items() if not o.reused] == ["aux_sar", "target"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    m = client.get_run(changed.stages["target"].run_id).data.metrics
+    assert "target_test/oa" in m and m["train/w_opt_mean"] > 0  # IRM weights were computed from joined logits
 
 
 def test_bad_config_fails_before_training(first_run):

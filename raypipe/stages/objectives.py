@@ -33,6 +33,18 @@ def predictions(model, batch: dict, inputs: str) -> torch.Tensor:
     return (out.fused if hasattr(out, "fused") else out).argmax(dim=1)
 
 
+TEACHER_INPUTS = {"source": "optical", "aux_optical": "optical", "aux_sar": "sar"}
+
+
+def teacher_logits(teachers: dict, name: str, batch: dict) -> torch.Tensor:
+    """A frozen teacher's logits for the batch: precomputed by Ray Data batch inference (a
+    ``logits/<name>`` column joined to the rows) when present, else computed here."""
+    column = f"logits/{name}"
+    if column in batch:
+        return batch[column].float()
+    return teachers[name](batch[TEACHER_INPUTS[name]]).float()
+
+
 def _masked_ce(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over kept samples; a zero that still touches every output when none is kept
     (so DDP sees every parameter used, and the step stays a no-op)."""
@@ -63,7 +75,7 @@ class PseudoLabel:
 
     def loss(self, model, teachers: dict, batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
-            src = teachers["source"](batch["optical"]).float()
+            src = teacher_logits(teachers, "source", batch)
             rule = self.rule if self.enabled else "none"
             pseudo, keep = filter_pseudo_labels(src, rule, self.threshold, self.temperature)
         out = student_logits(model, batch, self.inputs)
@@ -87,9 +99,9 @@ class Distill:
 
     def loss(self, model, teachers: dict, batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
-            src = teachers["source"](batch["optical"]).float()
-            opt = teachers["aux_optical"](batch["optical"]).float()
-            sar = teachers["aux_sar"](batch["sar"]).float()
+            src = teacher_logits(teachers, "source", batch)
+            opt = teacher_logits(teachers, "aux_optical", batch)
+            sar = teacher_logits(teachers, "aux_sar", batch)
             mask = None
             if self.filter_enabled:  # ablation: filtering in stage 2
                 _, mask = filter_pseudo_labels(src, self.filter_rule, self.filter_threshold)

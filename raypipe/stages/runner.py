@@ -51,11 +51,55 @@ def storage_args(storage_path: str) -> dict:
     return {"storage_path": p, "storage_filesystem": fs}
 
 
+def _join_logits(batch: dict, table_ref, names: tuple[str, ...]) -> dict:
+    """Ray Data map: attach precomputed teacher logits (``logits/<name>``) to rows by sample id."""
+    key = table_ref[0].hex()
+    if key not in _TABLES:  # fetched once per worker process
+        _TABLES.clear()
+        _TABLES[key] = ray.get(table_ref[0])
+    table = _TABLES[key]
+    index = table["index"]
+    rows = np.array([index[s] for s in batch["sample_id"]], dtype=np.int64)
+    for name in names:
+        batch[f"logits/{name}"] = table[name][rows]
+    return batch
+
+
+_TABLES: dict = {}
+
+
+def precompute_teachers(job: StageJob, ray_cfg: RayConfig):
+    """Teacher logits over the training split, once, by Ray Data batch inference (actor pools, GPUs
+    when asked), joined to the training rows: the training loop then runs no teacher forward pass."""
+    from raypipe.stages.objectives import TEACHER_INPUTS
+
+    table: dict = {}
+    for name, t in job.teachers.items():
+        out = predict(job.train_data, t["spec"], t["state"], TEACHER_INPUTS[name], ray_cfg.eval_concurrency,
+                      ray_cfg.use_gpu)
+        if "index" not in table:
+            table["index"] = {sid: i for i, sid in enumerate(out["sample_id"])}
+            table["sample_id"] = out["sample_id"]
+        elif not np.array_equal(table["sample_id"], out["sample_id"]):
+            raise RuntimeError("teacher predictions cover different samples")
+        table[name] = out["logits"].astype(np.float32)
+    ref = [ray.put(table)]  # wrapped in a list so Ray passes the reference, not the value
+    return job.train_data.dataset().map_batches(_join_logits, fn_kwargs={"table_ref": ref,
+                                                                         "names": tuple(job.teachers)},
+                                                batch_format="numpy", batch_size=None)
+
+
 def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None) -> tuple[dict, dict]:
     """Train ``job`` with Ray Train; returns (final state_dict, last reported metrics).
 
-    Re-running with the same ``run_name`` and storage resumes from the run's latest checkpoint."""
+    ``train.teacher_outputs``: ``in_loop`` (each worker runs the frozen teachers on its batches) or
+    ``precomputed`` (:func:`precompute_teachers`). Re-running with the same ``run_name`` and storage
+    resumes from the run's latest checkpoint."""
+    train_ds = job.train_data.dataset()
     teachers = {n: {"spec": t["spec"], "state": ray.put(t["state"])} for n, t in job.teachers.items()}
+    if job.train.teacher_outputs == "precomputed" and job.teachers:
+        train_ds = precompute_teachers(job, ray_cfg)
+        teachers = {}  # the logits travel with the rows; workers load no teacher
     store = storage_args(ray_cfg.storage_path)
     marker_dir = store["storage_path"] if "storage_filesystem" not in store else "/tmp"
     config = {
@@ -73,7 +117,7 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None) -> tu
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, failure_config=FailureConfig(max_failures=job.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), **store),
-        datasets={"train": job.train_data.dataset(), "eval": job.eval_data.dataset()},
+        datasets={"train": train_ds, "eval": job.eval_data.dataset()},
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
