@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = extra.get("inputs", "both" if spec.get("kind") == "multimodal" else "optical")
         data = apply_overrides({"manifest": args.manifest, "split": args.split, "domain": args.domain,
                                 "optical": args.optical, "use_sar": inputs != "optical"}, args.set)
-        ray.init(configure_logging=False)
+        if not ray.is_initialized():
+            ray.init(configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         pipe = TilePipeline(from_dict(DataConfig, data, "data"))
         bands = {"optical": pipe.num_optical_bands, "sar": pipe.num_sar_bands}

@@ -23,6 +23,19 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_YAML_BOOL_WORDS = {False: ("off", "no", "n", "false"), True: ("on", "yes", "y", "true")}
+
+
+def _parse_scalar(raw: str) -> Any:
+    """A ``--set`` value as YAML, except that on/off/yes/no stay words (``irm.mode=off``)."""
+    if raw.strip().lower() in ("on", "off", "yes", "no", "y", "n"):
+        return raw.strip()
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def _coerce(value: Any, tp: Any, field: str) -> Any:
     """Check (and gently coerce: int -> float, list -> tuple) ``value`` against annotation ``tp``."""
     origin = typing.get_origin(tp)
@@ -42,6 +55,10 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
                 errors.append(exc.problem)
         raise ConfigError(field, f"{value!r} is not any of {[_type_name(a) for a in args]}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in args:  # YAML 1.1 reads off/on/no/yes as booleans
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
+            if len(spelled) == 1:
+                return spelled[0]
         if value not in args:
             raise ConfigError(field, f"{value!r} is not one of {list(args)}")
         return value
@@ -151,10 +168,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         key = key.strip()
         if not key:
             raise ConfigError("--set", f"'{item}' has an empty key")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+        value = _parse_scalar(raw)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

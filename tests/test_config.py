@@ -32,3 +32,13 @@ def test_overrides_parse_yaml_scalars_and_roundtrip():
     assert flat["clouds.mode"] == "simulate" and flat["read_threads"] == 8
     with pytest.raises(ConfigError):
         apply_overrides({}, ["no-equals-sign"])
+
+
+def test_off_and_on_stay_words():
+    from raypipe.stages.config import resolve
+
+    cfg = resolve(overrides=["stages.target.irm.mode=off", "stages.aux_sar.filter.enabled=false"])
+    assert cfg.stages.target.irm.mode == "off" and cfg.stages.aux_sar.filter.enabled is False
+    # the same in a YAML file, where YAML 1.1 reads `off` as false
+    cfg = resolve(extra={"stages": {"target": {"irm": {"mode": False}}}})
+    assert cfg.stages.target.irm.mode == "off"

@@ -97,3 +97,27 @@ def test_bad_config_fails_before_training(first_run):
     # a from_run pointing at a real finished stage run is accepted and reused as that stage
     ok = run_mtts(resolve(extra=tiny(tmp, source={"from_run": result.stages["source"].run_id})))
     assert ok.stages["source"].reused and ok.stages["source"].run_id == result.stages["source"].run_id
+
+
+def test_evaluate_job_on_any_manifest(first_run, capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    tmp, result, _ = first_run
+    spec = importlib.util.spec_from_file_location("evaluate_job", REPO / "jobs" / "evaluate.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    rc = job.main(["--run-id", result.stages["target"].run_id, "--manifest", str(tmp / "bench" / "manifest.parquet"),
+                   "--domain", "target", "--split", "test", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
+                   "--experiment", "test-mtts", "--json", str(tmp / "eval.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "overall" in out and "cloudy" in out
+    import json
+
+    evaluated = json.load(open(tmp / "eval.json"))
+    logged = result.stages["target"].evaluations["target_test"]
+    assert evaluated["overall"]["oa"] == logged["overall"]["oa"]  # same checkpoint, same data, same metric
+    rc = job.main(["--run-id", "0" * 32, "--manifest", str(tmp / "bench" / "manifest.parquet"),
+                   "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--experiment", "test-mtts"])
+    assert rc == 2 and "--run-id" in capsys.readouterr().err

@@ -69,30 +69,27 @@ class IRMConfig:
 
 @dataclass
 class SourceStageConfig:
+    """What every stage has: its model spec, its training settings, and optionally a finished MLflow
+    run whose checkpoint stands in for training it."""
+
     model: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    from_run: str = ""  # use this finished MLflow run's checkpoint instead of training
-
-
-@dataclass
-class AuxStageConfig:
-    model: dict = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
     from_run: str = ""
 
 
 @dataclass
-class TargetStageConfig:
-    model: dict = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class AuxStageConfig(SourceStageConfig):
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+
+@dataclass
+class TargetStageConfig(SourceStageConfig):
     irm: IRMConfig = field(default_factory=IRMConfig)
     filter: FilterConfig = field(default_factory=lambda: FilterConfig(enabled=False))  # ablation: filter in stage 2
     temperature: float = 4.0  # KD temperature T
     lambda_src: float = 1.0  # weight of KD from f_S on the fused head
     lambda_aux: float = 1.0  # weight of the IRM-weighted KD from the auxiliary models
     lambda_uni: float = 0.5  # weight of each unimodal head's KD from its own teacher
-    from_run: str = ""
 
 
 @dataclass
