@@ -36,12 +36,13 @@ def ray_head():
                              f"--temp-dir={short / 'ray'}", "--include-dashboard=true"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        r = subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", address], env=env, capture_output=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # ready = a trivial job goes through (the job agent starts after the dashboard)
+        r = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", address, "--", "true"],
+                           env=env, capture_output=True, timeout=120)
         if r.returncode == 0:
             break
-        time.sleep(2)
+        time.sleep(3)
     else:
         os.killpg(head.pid, signal.SIGKILL)
         pytest.fail("ray head did not come up")
