@@ -36,7 +36,7 @@ def ray_head():
                              f"--temp-dir={short / 'ray'}", "--include-dashboard=true"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 180
+    deadline = time.time() + 360
     while time.time() < deadline:  # ready = a trivial job goes through (the job agent starts after the dashboard)
         r = subprocess.run([str(bin_dir / "ray"), "job", "submit", "--address", address, "--", "true"],
                            env=env, capture_output=True, timeout=120)
@@ -45,7 +45,7 @@ def ray_head():
         time.sleep(3)
     else:
         os.killpg(head.pid, signal.SIGKILL)
-        pytest.fail("ray head did not come up")
+        pytest.fail(f"ray head did not accept a job within 6 minutes: {(r.stdout + r.stderr)[-800:]!r}")
     yield address, env, short
     os.killpg(head.pid, signal.SIGTERM)
     try:
