@@ -125,7 +125,12 @@ class CloudStage:
         if self._coverage is None:
             self._coverage = CoverageDistribution(**self.cfg.coverage)
         coverage = self._coverage.draw(sample_id, self.cfg.salt)
-        sim = simulate_clouds(optical.astype(np.float32) / self.scale, sample_id, self.cfg.preset,
+        # Same arithmetic as ``optical.astype(float32) / scale`` and ``clip(image * scale)`` (bit for
+        # bit), in one pass each and without temporaries: the cast happens inside the ufunc, and the
+        # simulated image, which this stage owns, is scaled and clipped in place.
+        scale = np.float32(self.scale)
+        sim = simulate_clouds(np.divide(optical, scale, dtype=np.float32), sample_id, self.cfg.preset,
                               self.cfg.salt, coverage)
-        out = np.clip(sim.image * self.scale, 0, np.iinfo(optical.dtype).max if optical.dtype.kind == "u" else None)
-        return out.astype(optical.dtype), np.asarray(sim.mask, dtype=bool)
+        out = np.multiply(sim.image, scale, out=sim.image)
+        np.clip(out, 0, np.iinfo(optical.dtype).max if optical.dtype.kind == "u" else None, out=out)
+        return out.astype(optical.dtype, copy=False), np.asarray(sim.mask, dtype=bool)

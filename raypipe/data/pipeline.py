@@ -75,7 +75,7 @@ class DataConfig:
     on_bad_tile: Literal["error", "skip"] = "error"
     max_invalid_fraction: float = 0.01
     read_threads: int = 16
-    rows_per_block: int = 16
+    rows_per_block: int = 32
     check_files: bool = True
     limit: int = 0  # use only the first N samples (0 = all), for smoke runs
 
@@ -134,15 +134,27 @@ class Normaliser:
             self.sar = (np.asarray(smean, float), np.asarray(sstd, float))
 
     @staticmethod
-    def _apply(x, params, clip):
-        x = x.astype(np.float32)
-        if clip is not None:
-            np.clip(x, clip[0], clip[1], out=x)
+    def _apply(x, params, clip, bands=None):
+        """float32 ``(clip(x[bands]) − offset) / scale``: one output array, filled band by band in place
+        (the cast to float32 happens inside the first ufunc; no full-size temporaries)."""
         off, scale = params
-        return (x - off.astype(np.float32)[:, None, None]) / scale.astype(np.float32)[:, None, None]
+        off, scale = off.astype(np.float32), scale.astype(np.float32)
+        bands = range(x.shape[0]) if bands is None else bands
+        out = np.empty((len(bands), *x.shape[1:]), dtype=np.float32)
+        for i, b in enumerate(bands):
+            o = out[i]
+            if clip is None:
+                np.subtract(x[b], off[i], out=o, dtype=np.float32)
+            else:
+                o[...] = x[b]
+                np.clip(o, clip[0], clip[1], out=o)
+                o -= off[i]
+            o /= scale[i]
+        return out
 
-    def optical(self, x: np.ndarray) -> np.ndarray:
-        return self._apply(x, self.opt, self.opt_clip)
+    def optical(self, x: np.ndarray, bands=None) -> np.ndarray:
+        """Normalised float32 optical (C, H, W); ``bands`` picks and orders x's bands (default: all)."""
+        return self._apply(x, self.opt, self.opt_clip, bands)
 
     def sar_(self, x: np.ndarray) -> np.ndarray:
         return self._apply(x, self.sar, self.sar_clip)
@@ -210,7 +222,7 @@ class _Worker:
             raise BadTileError(f"<{row['sample_id']}>", "missing", f"no {plan.optical_col} for this sample")
         optical = self._read(opt_uri, len(spec.optical_bands), spec.optical_dtypes, (h, w), row)
         optical, mask = self.clouds(row["sample_id"], optical, row["cloud_mask_uri"])
-        out = {"optical": self.norm.optical(optical[plan.band_idx]), "cloud_mask": mask.astype(np.uint8)}
+        out = {"optical": self.norm.optical(optical, plan.band_idx), "cloud_mask": mask.astype(np.uint8)}
         if plan.cfg.use_sar:
             if not row["sar_uri"]:
                 raise BadTileError(f"<{row['sample_id']}>", "missing", "no sar_uri for this sample")

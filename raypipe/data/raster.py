@@ -7,6 +7,7 @@ fsspec), so a 5556×3704 WHU-OPT-SAR scene is never fetched whole to cut one til
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -14,7 +15,9 @@ from typing import Sequence
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.env import hasenv
 from rasterio.io import MemoryFile
+from rasterio.session import DummySession
 from rasterio.windows import Window
 
 from raypipe import storage
@@ -29,6 +32,18 @@ class Expect:
     dtypes: tuple[str, ...] | None = None
     size: tuple[int, int] | None = None  # (height, width)
     max_invalid_fraction: float = 0.01  # NaN or nodata pixels tolerated (then filled); above -> bad tile
+
+
+def _gdal_env():
+    """A GDAL environment for one read, unless the caller has one already.
+
+    Without an active environment rasterio builds a new one for *every* ``MemoryFile`` and
+    ``open``, and when ``AWS_ACCESS_KEY_ID`` is set it creates a boto3 session each time (~7 ms,
+    twice per tile: more than decoding a 13-band 256 x 256 tile). No read here goes through
+    GDAL's own network stack (bytes come from :mod:`raypipe.storage`; windows through an fsspec
+    ``opener``), so a credential-free session is enough.
+    """
+    return contextlib.nullcontext() if hasenv() else rasterio.Env(session=DummySession())
 
 
 def _validate_header(src, uri: str, expect: Expect | None, window: Window | None) -> None:
@@ -80,7 +95,7 @@ def decode(data: bytes, uri: str, expect: Expect | None = None, window: Window |
     """Decode GeoTIFF bytes to a (bands, height, width) array, checking it against ``expect``."""
     if not data:
         raise BadTileError(uri, "corrupt", "file is empty (0 bytes)")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _gdal_env():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
             with MemoryFile(data) as mem, mem.open() as src:
@@ -94,10 +109,30 @@ def decode(data: bytes, uri: str, expect: Expect | None = None, window: Window |
     return clean_invalid(arr, uri, nodata, expect.max_invalid_fraction if expect else 0.01)
 
 
+def _fetch(uri: str) -> bytes:
+    """The whole object in one request.
+
+    :func:`raypipe.storage.read_bytes` opens a file object, which costs a HEAD (for the size)
+    before the GET; s3fs's ``cat_file`` does the same unless told not to split the download into
+    concurrent ranges. For a small chip one plain GET is enough: half the requests, half the
+    latency on real object storage, and on a local S3 server about 7 ms less CPU per tile
+    (client and server together). Local files and other schemes go through ``read_bytes``.
+    """
+    if storage.scheme_of(uri) not in ("s3", "s3a"):
+        return storage.read_bytes(uri)
+    fs, path = storage.filesystem(uri)
+    try:
+        return fs.cat_file(path, max_concurrency=1)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # network, permissions, endpoint down: the same error read_bytes gives
+        raise StorageError(storage.redact(uri), f"cannot read: {type(exc).__name__}: {exc}") from exc
+
+
 def read(uri: str, expect: Expect | None = None) -> np.ndarray:
     """Fetch a whole (small) tile and decode it. Missing file -> ``BadTileError('missing')``."""
     try:
-        data = storage.read_bytes(uri)
+        data = _fetch(uri)
     except FileNotFoundError as exc:
         raise BadTileError(uri, "missing", "file does not exist") from exc
     return decode(data, uri, expect)
@@ -113,7 +148,7 @@ def _open(uri: str):
 def read_window(uri: str, row: int, col: int, height: int, width: int, expect: Expect | None = None) -> np.ndarray:
     """Read one window of a large raster with range requests (never fetching the whole file)."""
     window = Window(col, row, width, height)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _gdal_env():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
             with _open(uri) as src:
@@ -141,7 +176,7 @@ class Profile:
 
 def read_profile(uri: str) -> Profile:
     """Header only (band count, size, dtype, CRS): cheap, used by manifest building."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _gdal_env():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
             with _open(uri) as src:
@@ -177,7 +212,7 @@ def encode_geotiff(
         profile["compress"] = compress
     if tiled:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with MemoryFile() as mem:
+    with _gdal_env(), MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(array)
         return bytes(mem.read())

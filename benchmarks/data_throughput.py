@@ -1,0 +1,722 @@
+"""Data-layer benchmark: tiles/s from object storage to model-ready arrays, cloud detection cost, memory.
+
+In one run on this machine (everything local; setup time is excluded from every figure):
+
+1. **Setup.** A moto S3 server on 127.0.0.1 (a free port, never 5000) as a subprocess, reached through
+   ``AWS_ENDPOINT_URL`` exactly as S3 would be; ``--tiles`` N generated 256 x 256 tiles of the
+   *source* domain of the synthetic benchmark (Sentinel-1 VV/VH float32 + 13-band Sentinel-2 L1C
+   uint16 + land cover, SEN12MS layout) written to ``s3://bench/synthetic/source``; a manifest
+   written by ``prepare("sen12ms", ...)`` on that folder.
+2. **Throughput**, the same work three ways: read S1 + S2 from the S3 server, decode, simulated
+   clouds (``clouds.mode=simulate``, preset ``thick``), normalise (the pipeline's ``Normaliser``,
+   z-score on the 10 land bands and S1), float32 arrays in batches of ``--batch-size``:
+
+   a. the Ray Data pipeline, ``TilePipeline(cfg).iter_batches(batch_size)`` on ``ray.init(num_cpus=2)``;
+   b. a bare single-process loop calling, row by row, the pipeline's own per-sample function
+      (``_Worker.load``: storage read -> raster decode -> ``CloudStage`` -> ``Normaliser``), then
+      stacking batches;
+   c. a ``torch.utils.data.DataLoader`` (``num_workers=2``, persistent workers) over a map-style
+      ``Dataset`` whose ``__getitem__`` calls the same ``_Worker.load``.
+
+   Each is warmed up first (worker processes started, modules imported, per-process state built);
+   a timed pass consumes every batch of all N samples and counts only samples delivered in
+   complete float32 batches. The three are timed ``--rounds`` times in rotating order and the
+   median is reported. Fairness: the same batch size and per-sample function everywhere; every
+   worker process runs at nice 0 (Ray's default would nice its workers to 15) and with one BLAS
+   thread (as Ray gives a 1-CPU task); the CPU time per tile of each method (all its processes,
+   the S3 server included) is reported beside its rate, and so is the load other users put on
+   this shared machine during the pass (``--quiet-gate`` waits, bounded, for it to drop first).
+3. **Cloud detection**: ``benchmarks/cloud_detection.run(real_root, repeats)`` on the real
+   SEN12MS-CR tiles (reduced-resolution vs full-resolution s2cloudless: ms/tile, speed-up, IoU).
+4. **Memory**: peak of the summed RSS of the driver and every Ray process (raylet, GCS, workers;
+   not the S3 server), sampled every 0.2 s by a psutil thread, while streaming N and then 10 x N
+   tiles through the Ray Data pipeline. The 10 x N stream repeats the N manifest rows 10 times
+   with distinct sample ids (so each repeat gets its own simulated clouds) pointing at the same
+   files. Peak object-store usage is sampled alongside.
+
+A summary block at the end lists every figure and whether its target is met.
+
+    .venv/bin/python benchmarks/data_throughput.py                 # defaults: 512 tiles
+    .venv/bin/python benchmarks/data_throughput.py --tiles 128 --skip-rss --rounds 1   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_REAL = REPO.parent / "shared" / "data" / "real"
+BUCKET = "bench"
+
+TARGET_RAY_VS_BARE = 1.4
+TARGET_RAY_VS_LOADER = 1.0
+TARGET_DETECT_SPEEDUP = 30.0
+TARGET_DETECT_IOU = 0.85
+TARGET_RSS_GROWTH = 0.20
+AWS_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+# --------------------------------------------------------------------------------------
+# Setup: S3 server, tiles, manifest
+# --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != 5000:  # MLflow's default
+            return port
+
+
+@contextlib.contextmanager
+def s3_server():
+    """A moto S3 server subprocess on 127.0.0.1; yields its endpoint with the AWS_* env vars set."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("the moto S3 server did not start")
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        set_s3_env(endpoint)
+        yield endpoint, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def set_s3_env(endpoint: str) -> None:
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    from raypipe import storage
+
+    storage._fs_for_scheme.cache_clear()
+
+
+def generate_source(out: str, tiles: int, size: int, seed: int = 0, workers: int = 2) -> None:
+    """N tiles of the synthetic benchmark's *source* domain (S1 + 13-band S2 + lc) under ``out``.
+
+    ``synthetic.generate`` always writes both domains; the target domain (clouds, masks) is not
+    needed here and would double the setup time, so the source tile specs are rendered with the
+    generator's own per-tile function. Falls back to ``generate`` if that internal API changes.
+    """
+    from raypipe.data import synthetic as syn
+
+    try:
+        specs = syn.plan(tiles, size, seed, 50)["source"]
+        cfg = syn.RenderConfig(out, size, seed, "thick", False, syn.DomainGap.draw(seed), syn.cloud_salt(seed))
+        render = syn._render_chunk
+    except (AttributeError, TypeError):
+        syn.generate(out.rsplit("/source", 1)[0], tiles=tiles, size=size, seed=seed, workers=workers, quiet=True)
+        return
+    chunks = [specs[i:i + 16] for i in range(0, len(specs), 16)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in pool.map(render, chunks, [cfg] * len(chunks)):
+            pass
+
+
+def setup_data(tiles: int, size: int) -> str:
+    """Generate tiles into s3://bench/synthetic/source and write its manifest; returns the manifest URI."""
+    import s3fs
+
+    from raypipe.data.prepare import prepare
+
+    s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"]).mkdir(BUCKET)
+    root = f"s3://{BUCKET}/synthetic/source"
+    generate_source(root, tiles, size)
+    manifest = f"s3://{BUCKET}/synthetic-source.parquet"
+    rep = prepare("sen12ms", root, manifest)
+    if rep.samples_written != tiles:
+        raise RuntimeError(f"manifest has {rep.samples_written} samples, expected {tiles}: {rep.summary()}")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------
+# The work, three ways
+# --------------------------------------------------------------------------------------
+
+
+def data_config(manifest: str, **overrides):
+    from raypipe.config import from_dict
+    from raypipe.data.pipeline import DataConfig
+
+    cfg = {"manifest": manifest, "optical": "clear", "use_sar": True,
+           "clouds": {"mode": "simulate", "preset": "thick"}, "normalise": {"mode": "zscore"}, **overrides}
+    return from_dict(DataConfig, cfg, "data")
+
+
+def consume(batch, counts: dict) -> None:
+    """What every method does with a batch: check it is complete, model-ready float32, and count it."""
+    opt, sar = batch["optical"], batch["sar"]
+    n = len(batch["sample_id"])
+    if not (opt.dtype == sar.dtype and str(opt.dtype).endswith("float32")) or len(opt) != n or len(sar) != n:
+        raise RuntimeError(f"incomplete or non-float32 batch: {opt.dtype} {tuple(opt.shape)}, {sar.dtype}")
+    counts["samples"] += n
+    counts["checksum"] += float(opt[:, 0, 0, 0].sum())  # reads the batch (forces any lazy view)
+
+
+def stack_batch(rows: list[dict], samples: list[dict]) -> dict:
+    out = {"sample_id": np.array([r["sample_id"] for r in rows], dtype=object),
+           "label": np.array([r["label"] for r in rows], dtype=np.int64)}
+    for key in samples[0]:
+        out[key] = np.stack([s[key] for s in samples])
+    out["cloud_fraction"] = out["cloud_mask"].reshape(len(rows), -1).mean(axis=1).astype(np.float32)
+    return out
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by this process and all its descendants (Ray, loader workers,
+    the S3 server) over a block: the work's cost, independent of other users' load on the machine."""
+
+    def __init__(self):
+        import psutil
+
+        self.psutil = psutil
+
+    def _total(self) -> dict[int, float]:
+        me = self.psutil.Process()
+        out = {}
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+            except self.psutil.Error:
+                pass
+        return out
+
+    @staticmethod
+    def _machine_busy() -> tuple[float, float]:
+        """(busy CPU seconds of the whole machine, wall seconds) from /proc/stat (0s if unreadable)."""
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return 0.0, 0.0
+        hz = os.sysconf("SC_CLK_TCK")
+        return (sum(v[:8]) - v[3] - v[4]) / hz, time.perf_counter()
+
+    def __enter__(self):
+        self.start = self._total()
+        self.machine0 = self._machine_busy()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._total()
+        machine1 = self._machine_busy()
+        self.seconds = sum(v - self.start.get(pid, 0.0) for pid, v in end.items())
+        wall = machine1[1] - self.machine0[1]
+        # CPU used by everything else on the machine (other users), in cores, during the block.
+        self.other_cores = max(0.0, (machine1[0] - self.machine0[0] - self.seconds) / wall) if wall > 0 else 0.0
+
+
+class QuietGate:
+    """Before each timed pass, wait until other users' load on this shared machine is low.
+
+    Other users' load = busy CPU of the whole machine minus the CPU of this benchmark's own
+    processes, over ``window`` seconds. Waits at most ``max_wait`` s per pass and ``budget`` s in
+    all (then passes go ahead whatever the load); the load measured *during* each pass is reported
+    with it either way. The same rule applies to every method.
+    """
+
+    def __init__(self, threshold: float, window: float = 3.0, max_wait: float = 120.0, budget: float = 360.0):
+        self.threshold, self.window, self.max_wait, self.budget = threshold, window, max_wait, budget
+
+    def wait(self) -> tuple[float, float]:
+        """(seconds waited, last measured other-users load in cores)."""
+        if self.threshold <= 0:
+            return 0.0, float("nan")
+        start = time.perf_counter()
+        while True:
+            with CpuMeter() as meter:
+                time.sleep(self.window)
+            waited = time.perf_counter() - start
+            if (meter.other_cores < self.threshold or waited >= min(self.max_wait, self.budget)):
+                self.budget = max(0.0, self.budget - waited)
+                return waited, meter.other_cores
+
+
+def run_ray(pipe, batch_size: int) -> dict:
+    counts = {"samples": 0, "checksum": 0.0}
+    start = time.perf_counter()
+    for batch in pipe.iter_batches(batch_size=batch_size):
+        consume(batch, counts)
+    counts["seconds"] = time.perf_counter() - start
+    return counts
+
+
+def warm_ray(pipe, batch_size: int) -> None:
+    """Start both worker processes, import and build their per-process state (not timed)."""
+    n = min(len(pipe.frame), 4 * pipe.cfg.rows_per_block)
+    for _ in pipe.dataset().limit(n).iter_batches(batch_size=batch_size, batch_format="numpy"):
+        pass
+
+
+def one_blas_thread() -> None:
+    """One BLAS thread in this process, as Ray gives its 1-CPU tasks (``OMP_NUM_THREADS=1``).
+
+    The cloud simulator's noise is a small matrix product; OpenBLAS's default of one thread per
+    core makes it spin on both cores for nothing (the bare loop ran about 35 % slower, with 2.5x
+    the CPU time per tile). Applied to the bare loop and to every DataLoader worker, so no method
+    is handicapped by it.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def run_bare(plan, rows: list[dict], batch_size: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from raypipe.data.pipeline import _Worker
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        worker = _Worker(plan)
+        worker.load(rows[0])  # warm-up: imports, first connection
+        counts = {"samples": 0, "checksum": 0.0}
+        start = time.perf_counter()
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            consume(stack_batch(chunk, [worker.load(r) for r in chunk]), counts)
+        counts["seconds"] = time.perf_counter() - start
+    return counts
+
+
+class TileDataset:
+    """Map-style dataset doing the pipeline's per-sample work (built lazily in each loader worker)."""
+
+    def __init__(self, plan, rows: list[dict]):
+        self.plan, self.rows, self._worker = plan, rows, None
+        self.limit = 0  # > 0: a short epoch (warm-up); read by the sampler in the main process
+
+    def __len__(self) -> int:
+        return min(self.limit, len(self.rows)) if self.limit else len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        if self._worker is None:
+            from raypipe.data.pipeline import _Worker
+
+            self._worker = _Worker(self.plan)
+        row = self.rows[i]
+        s = self._worker.load(row)
+        s["cloud_fraction"] = np.float32(s["cloud_mask"].mean())
+        s["label"] = int(row["label"])
+        s["sample_id"] = row["sample_id"]
+        return s
+
+
+def make_loader(plan, rows: list[dict], batch_size: int, workers: int):
+    import torch.utils.data as tud
+
+    ds = TileDataset(plan, rows)
+    # spawn: the driver holds Ray's and s3fs's threads, which a forked child must not inherit.
+    return tud.DataLoader(ds, batch_size=batch_size, num_workers=workers, persistent_workers=True,
+                          multiprocessing_context="spawn", prefetch_factor=2, worker_init_fn=_loader_worker_init)
+
+
+def _loader_worker_init(_worker_id: int) -> None:
+    one_blas_thread()
+
+
+def run_loader(loader) -> dict:
+    counts = {"samples": 0, "checksum": 0.0}
+    start = time.perf_counter()
+    for batch in loader:
+        consume(batch, counts)
+    counts["seconds"] = time.perf_counter() - start
+    return counts
+
+
+def warm_loader(loader, batch_size: int) -> None:
+    """One complete short epoch (two batches per worker): the persistent workers are started and
+    warm, and idle afterwards (a partly consumed epoch would leave them prefetching in the
+    background, competing with whatever is timed next)."""
+    loader.dataset.limit = 2 * loader.num_workers * batch_size
+    try:
+        for _ in loader:
+            pass
+    finally:
+        loader.dataset.limit = 0
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+
+
+class MemorySampler:
+    """Samples, every ``period`` s, the summed RSS of this process and its Ray descendants, and the
+    object store's used bytes; keeps the peaks."""
+
+    def __init__(self, exclude_pids: set[int], period: float = 0.2):
+        import psutil
+
+        self.psutil = psutil
+        self.me = psutil.Process()
+        self.exclude = set(exclude_pids)
+        self.period = period
+        self.peak_rss = 0
+        self.peak_pss = 0  # proportional set size: a page shared by k processes counts 1/k in each
+        self.peak_shmem = 0  # RSS that is shared memory (the object store's pages, counted per process)
+        self.peak_store = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._store = _object_store_probe()
+
+    def _procs(self):
+        out = [self.me]
+        for p in self.me.children(recursive=True):
+            if p.pid in self.exclude:
+                continue
+            try:
+                if any(p.pid == q.pid for q in p.parents() if q.pid in self.exclude):
+                    continue
+            except self.psutil.Error:
+                continue
+            out.append(p)
+        return out
+
+    def sample(self) -> None:
+        total = pss = shmem = 0
+        for p in self._procs():
+            try:
+                total += p.memory_info().rss
+            except self.psutil.Error:
+                continue
+            roll = _smaps_rollup(p.pid)
+            pss += roll.get("Pss", 0)
+            shmem += roll.get("Rss_Shmem", 0)
+        self.peak_rss = max(self.peak_rss, total)
+        self.peak_pss = max(self.peak_pss, pss)
+        self.peak_shmem = max(self.peak_shmem, shmem)
+        if self._store is not None:
+            used = self._store()
+            if used is not None:
+                self.peak_store = max(self.peak_store or 0, used)
+        self.samples += 1
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    """Pss and the shared-memory part of RSS of a process, in bytes (Linux ``smaps_rollup``)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Pss_Shmem"):
+                    out[key] = int(rest.split()[0]) * 1024
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssShmem:"):
+                    out["Rss_Shmem"] = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _object_store_probe():
+    """A callable returning the object store's used bytes (Ray's raylet stats RPC), or None if unavailable."""
+    try:
+        import ray
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+
+        node = ray.nodes()[0]
+        channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+        stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+        request = node_manager_pb2.FormatGlobalMemoryInfoRequest(include_memory_info=False)
+
+        def used():
+            try:
+                return int(stub.FormatGlobalMemoryInfo(request, timeout=5).store_stats.object_store_bytes_used)
+            except Exception:
+                return None
+
+        return used if used() is not None else None
+    except Exception:
+        return None
+
+
+def repeated_frame(frame, times: int):
+    """The manifest rows ``times`` times over, with distinct sample ids (``<id>#r<k>``), same files."""
+    import pandas as pd
+
+    parts = []
+    for k in range(times):
+        part = frame.copy()
+        if k:
+            part["sample_id"] = part["sample_id"] + f"#r{k}"
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def stream_peak(pipe, batch_size: int, exclude: set[int]) -> dict:
+    import gc
+
+    gc.collect()
+    with MemorySampler(exclude) as mem:
+        res = run_ray(pipe, batch_size)
+    return {"samples": res["samples"], "seconds": res["seconds"], "peak_rss": mem.peak_rss,
+            "peak_pss": mem.peak_pss, "peak_shmem": mem.peak_shmem,
+            "peak_store": mem.peak_store, "n_samples": mem.samples}
+
+
+# --------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------
+
+
+def load_cloud_detection():
+    path = REPO / "benchmarks" / "cloud_detection.py"
+    deadline = time.time() + 600
+    while not path.exists():  # another engineer finishes it; wait for it rather than fail
+        if time.time() > deadline:
+            raise FileNotFoundError(path)
+        print(f"waiting for {path} ...", flush=True)
+        time.sleep(15)
+    spec = importlib.util.spec_from_file_location("cloud_detection", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fmt_mib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 2 ** 20:,.0f} MiB"
+
+
+def mem_line(m: dict) -> str:
+    return (f"peak RSS sum {fmt_mib(m['peak_rss'])} (of which shared memory {fmt_mib(m['peak_shmem'])}), "
+            f"peak PSS sum {fmt_mib(m['peak_pss'])}, peak object store {fmt_mib(m['peak_store'])} "
+            f"({m['seconds']:.1f} s at {m['samples'] / m['seconds']:.1f} tiles/s, {m['n_samples']} samples)")
+
+
+def mark(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def start_ray() -> None:
+    import ray
+    from ray.data import DataContext
+
+    # Ray starts its workers at nice 15 (so a driver is never starved). The bare loop and the
+    # DataLoader workers run at nice 0, and this machine is shared: with the default, background load
+    # from other users would slow the Ray workers alone. All three compete at nice 0 here.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {k: os.environ[k] for k in AWS_KEYS}},
+             _system_config={"worker_niceness": 0})
+    DataContext.get_current().enable_progress_bars = False
+    DataContext.get_current().print_on_execution_start = False
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiles", type=int, default=512, help="tiles generated and streamed per pass (N)")
+    ap.add_argument("--size", type=int, default=256, help="tile size in pixels")
+    ap.add_argument("--batch-size", type=int, default=32, help="batch size of all three methods")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per cloud-detection measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="timed passes of each throughput method (median)")
+    ap.add_argument("--quiet-gate", type=float, default=0.3,
+                    help="before each timed pass wait (bounded) until other users' load is below this many cores "
+                         "(the machine may be shared); 0 = never wait")
+    ap.add_argument("--real-root", default=os.environ.get("RAYPIPE_REAL_DATA", str(DEFAULT_REAL)),
+                    help="folder with SEN12MS-CR/GLF-CR/data (real tiles) for the cloud-detection figures")
+    ap.add_argument("--skip-rss", action="store_true", help="skip the N / 10 x N memory measurement")
+    ap.add_argument("--skip-clouds", action="store_true", help="skip the cloud-detection figures")
+    ap.add_argument("--endpoint", default="", help="reuse a running S3 server (with --manifest) instead of "
+                    "starting one and generating tiles; for quick iterations")
+    ap.add_argument("--manifest", default="", help="manifest URI on the --endpoint server")
+    args = ap.parse_args(argv)
+
+    t_all = time.perf_counter()
+    print(f"data_throughput: {args.tiles} tiles of {args.size}x{args.size}, batch {args.batch_size}, "
+          f"rounds {args.rounds}, {os.cpu_count()} CPUs", flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.endpoint:
+            set_s3_env(args.endpoint)
+            server_pid = -1
+            manifest = args.manifest
+        else:
+            endpoint, server_pid = stack.enter_context(s3_server())
+            t0 = time.perf_counter()
+            manifest = setup_data(args.tiles, args.size)
+            print(f"[setup] S3 server {endpoint}; generated {args.tiles} source tiles and wrote {manifest} "
+                  f"in {time.perf_counter() - t0:.1f} s (excluded from all figures)", flush=True)
+        res = benchmark(args, manifest, server_pid)
+    res["wall_s"] = time.perf_counter() - t_all
+    print(summary(res, args))
+    return 0
+
+
+def benchmark(args, manifest: str, server_pid: int) -> dict:
+    import ray
+
+    from raypipe.data.pipeline import TilePipeline
+
+    res: dict = {}
+    start_ray()
+    try:
+        pipe = TilePipeline(data_config(manifest))
+        if args.tiles and len(pipe.frame) > args.tiles:
+            pipe = TilePipeline(data_config(manifest, limit=args.tiles))
+        n = len(pipe.frame)
+        rows = pipe.frame.to_dict("records")
+        res["n"] = n
+        cfg = pipe.cfg
+        print(f"[throughput] {n} samples; pipeline rows_per_block={cfg.rows_per_block}, "
+              f"read_threads={cfg.read_threads}; optical {pipe.num_optical_bands} bands, SAR "
+              f"{pipe.num_sar_bands} bands", flush=True)
+
+        loader = make_loader(pipe.plan, rows, args.batch_size, 2)
+        t0 = time.perf_counter()
+        warm_ray(pipe, args.batch_size)
+        warm_loader(loader, args.batch_size)
+        print(f"[throughput] warm-up (Ray workers, loader workers) {time.perf_counter() - t0:.1f} s", flush=True)
+        methods = {"ray": lambda: run_ray(pipe, args.batch_size),
+                   "bare": lambda: run_bare(pipe.plan, rows, args.batch_size),
+                   "loader": lambda: run_loader(loader)}
+        rates = {m: [] for m in methods}
+        cpus = {m: [] for m in methods}
+        others = {m: [] for m in methods}
+        names = list(methods)
+        gate = QuietGate(args.quiet_gate)
+        for r in range(args.rounds):
+            order = names[r % 3:] + names[:r % 3]
+            for m in order:
+                waited, before = gate.wait()
+                if waited > gate.window + 1:
+                    print(f"[throughput] waited {waited:.0f} s for other users' load to drop (now {before:.2f} cores)",
+                          flush=True)
+                with CpuMeter() as cpu:
+                    out = methods[m]()
+                cpus[m].append(cpu.seconds / n)
+                others[m].append(cpu.other_cores)
+                if out["samples"] != n:
+                    raise RuntimeError(f"{m} delivered {out['samples']} of {n} samples")
+                rates[m].append(out["samples"] / out["seconds"])
+                print(f"[throughput] round {r + 1} {m:6s}: {out['samples']} samples in {out['seconds']:.2f} s "
+                      f"= {rates[m][-1]:.1f} tiles/s; {1000 * cpus[m][-1]:.0f} CPU-ms/tile; other users' load "
+                      f"{others[m][-1]:.2f} of {os.cpu_count()} cores", flush=True)
+        methods.clear()
+        del loader  # shuts its persistent workers down: they must not count in the memory figures
+        import gc
+
+        gc.collect()
+        for child in multiprocessing.active_children():
+            child.join(timeout=30)
+        res["rates"] = rates
+        res["cpu_ms"] = {m: 1000 * statistics.median(v) for m, v in cpus.items()}
+        res["other_cores"] = {m: statistics.mean(v) for m, v in others.items()}
+        res["rate"] = {m: statistics.median(v) for m, v in rates.items()}
+
+        if not args.skip_rss:
+            exclude = {server_pid} if server_pid > 0 else set()
+            small = stream_peak(pipe, args.batch_size, exclude)
+            print(f"[memory] N = {small['samples']}: " + mem_line(small), flush=True)
+            big_pipe = TilePipeline(data_config(manifest, check_files=False),
+                                    frame=repeated_frame(pipe.frame.drop(columns=["index"]), 10))
+            big = stream_peak(big_pipe, args.batch_size, exclude)
+            print(f"[memory] 10 x N = {big['samples']}: " + mem_line(big), flush=True)
+            if big["samples"] != 10 * n:
+                raise RuntimeError(f"10 x N stream delivered {big['samples']} of {10 * n} samples")
+            res["mem"] = {"small": small, "big": big}
+    finally:
+        ray.shutdown()
+
+    if not args.skip_clouds:
+        cd = load_cloud_detection()
+        out = cd.run(args.real_root, args.repeats)
+        print("[clouds] benchmarks/cloud_detection.run:\n" + cd.report(out), flush=True)
+        res["clouds"] = out
+    return res
+
+
+def summary(res: dict, args) -> str:
+    rate = res["rate"]
+    ray_bare = rate["ray"] / rate["bare"]
+    ray_loader = rate["ray"] / rate["loader"]
+    lines = ["", "=" * 78, f"SUMMARY (N = {res['n']} tiles of {args.size}x{args.size}, batch {args.batch_size}, "
+             f"median of {args.rounds} round(s); whole run {res['wall_s']:.0f} s)", "-" * 78]
+    for m, label in (("ray", "Ray Data pipeline (2 CPUs)"), ("bare", "bare single-process loop"),
+                     ("loader", "torch DataLoader, 2 workers")):
+        runs = ", ".join(f"{v:.1f}" for v in res["rates"][m])
+        lines.append(f"{label:30s} {rate[m]:7.1f} tiles/s   (rounds: {runs}; {res['cpu_ms'][m]:.0f} CPU-ms/tile "
+                     f"incl. S3 server; other users' load {res['other_cores'][m]:.2f} cores)")
+    lines.append(f"Ray / bare        {ray_bare:5.2f}x   target >= {TARGET_RAY_VS_BARE}x   {mark(ray_bare >= TARGET_RAY_VS_BARE)}")
+    lines.append(f"Ray / DataLoader  {ray_loader:5.2f}x   target >= {TARGET_RAY_VS_LOADER}x   "
+                 f"{mark(ray_loader >= TARGET_RAY_VS_LOADER)}")
+    if "clouds" in res:
+        c = res["clouds"]
+        s2c = c["s2cloudless"]
+        iou = s2c["iou_pooled"]
+        lines.append(f"s2cloudless factor {c['factor']}: {s2c['ms_fast']:.2f} ms/tile vs full resolution "
+                     f"{s2c['ms_full']:.1f} ms/tile")
+        lines.append(f"  speed-up        {s2c['speedup']:6.1f}x   target >= {TARGET_DETECT_SPEEDUP:.0f}x    "
+                     f"{mark(s2c['speedup'] >= TARGET_DETECT_SPEEDUP)}")
+        ok = iou is not None and iou >= TARGET_DETECT_IOU
+        lines.append(f"  IoU (real cloudy tiles, pooled) {iou:.3f}   target >= {TARGET_DETECT_IOU}   {mark(ok)}"
+                     f"   (spliced tiles: mean {c['spliced']['iou_mean']:.3f}, min {c['spliced']['iou_min']:.3f})")
+    else:
+        lines.append("cloud detection: skipped")
+    if "mem" in res:
+        s, b = res["mem"]["small"], res["mem"]["big"]
+        growth = b["peak_rss"] / s["peak_rss"] - 1
+        lines.append(f"peak RSS (driver + Ray processes): N {fmt_mib(s['peak_rss'])}, 10 x N {fmt_mib(b['peak_rss'])} "
+                     "(10 x N = the N manifest rows repeated 10x, distinct ids, same files)")
+        lines.append(f"  growth          {100 * growth:+6.1f} %  target < {100 * TARGET_RSS_GROWTH:.0f} %     "
+                     f"{mark(growth < TARGET_RSS_GROWTH)}")
+        pss_growth = b["peak_pss"] / s["peak_pss"] - 1
+        lines.append(f"  peak PSS sum (shared pages counted once): N {fmt_mib(s['peak_pss'])}, 10 x N "
+                     f"{fmt_mib(b['peak_pss'])} ({100 * pss_growth:+.1f} %)")
+        lines.append(f"  peak object store: N {fmt_mib(s['peak_store'])}, 10 x N {fmt_mib(b['peak_store'])}; "
+                     f"10 x N streamed at {b['samples'] / b['seconds']:.1f} tiles/s")
+    else:
+        lines.append("memory: skipped")
+    lines.append("=" * 78)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
