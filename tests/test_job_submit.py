@@ -30,9 +30,13 @@ def ray_head():
            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(bin_dir / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
-    gcs, dash = free_port(), free_port()
+    gcs, dash, agent_http, agent_grpc, runtime_env, metrics = (free_port() for _ in range(6))
+    # Every port explicit: the session's own ray.init (conftest) already holds the agent's default 52365,
+    # and a second agent on that port never registers, so the head would refuse every job.
     head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}",
                              f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
+                             f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                             f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
                              f"--temp-dir={short / 'ray'}", "--include-dashboard=true"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
@@ -45,7 +49,9 @@ def ray_head():
         time.sleep(3)
     else:
         os.killpg(head.pid, signal.SIGKILL)
-        pytest.fail(f"ray head did not accept a job within 6 minutes: {(r.stdout + r.stderr)[-800:]!r}")
+        agent_logs = "".join(p.read_text(errors="replace")[-1500:] for p in (short / "ray").rglob("dashboard_agent*.log"))
+        pytest.fail(f"ray head did not accept a job within 6 minutes: {(r.stdout + r.stderr)[-800:]!r}\n"
+                    f"dashboard agent log:\n{agent_logs}")
     yield address, env, short
     os.killpg(head.pid, signal.SIGTERM)
     try:
