@@ -59,24 +59,11 @@ def test_two_workers_equal_one_worker_and_ranks_stay_identical(tmp_path):
 def test_ray_train_two_workers_survive_a_killed_worker(tmp_path, ray_session):
     """2 DDP workers on Ray Train; rank 0's process dies at epoch 1; Ray Train restarts the group,
     which resumes from the epoch-0 checkpoint, keeps ranks identical and finishes."""
-    from raypipe.data.pipeline import DataConfig, TilePipeline
-    from raypipe.data.prepare import prepare
-    from raypipe.data.synthetic import generate
     from raypipe.stages.config import RayConfig, TrainConfig
-    from raypipe.stages.runner import StageJob, fit
-
-    generate(str(tmp_path / "b"), tiles=40, size=16, seed=0, scene_size=10, quiet=True)
-    prepare("synthetic", str(tmp_path / "b"), str(tmp_path / "m.parquet"))
-
-    def pipe(split):
-        cfg = {"manifest": str(tmp_path / "m.parquet"), "domain": "source", "split": split, "optical": "clear",
-               "use_sar": False, "clouds": {"mode": "none"}}
-        return TilePipeline(from_dict(DataConfig, cfg, "data"))
+    from raypipe.stages.runner import fit
 
     train = TrainConfig(epochs=2, batch_size=8, fail_once_at_epoch=1, max_failures=1)
-    spec = {**SPEC, "in_channels": 10, "num_classes": 10}
-    job = StageJob("source", {"kind": "supervised", "params": {"inputs": "optical"}}, spec, train, pipe("train"),
-                   pipe("test"), {}, "optical", 10, [str(i) for i in range(10)])
+    job, spec = tiny_job(tmp_path, train)
     ray_cfg = RayConfig(num_workers=2, storage_path=str(tmp_path / "runs"))
     state, metrics = fit(job, ray_cfg, "recovery-test")
     assert os.path.exists(tmp_path / "runs" / "recovery-test.failed-once")  # the failure did happen
@@ -85,3 +72,45 @@ def test_ray_train_two_workers_survive_a_killed_worker(tmp_path, ray_session):
     model = build_model(spec)
     model.load_state_dict(state)
     assert np.isfinite(metrics["train/loss"])
+
+
+def tiny_job(tmp_path, train):
+    """A supervised stage on a 40-tile generated benchmark (source domain, clear optical)."""
+    from raypipe.data.pipeline import DataConfig, TilePipeline
+    from raypipe.data.prepare import prepare
+    from raypipe.data.synthetic import generate
+    from raypipe.stages.runner import StageJob
+
+    if not (tmp_path / "m.parquet").exists():
+        generate(str(tmp_path / "b"), tiles=40, size=16, seed=0, scene_size=10, quiet=True)
+        prepare("synthetic", str(tmp_path / "b"), str(tmp_path / "m.parquet"))
+
+    def pipe(split):
+        cfg = {"manifest": str(tmp_path / "m.parquet"), "domain": "source", "split": split, "optical": "clear",
+               "use_sar": False, "clouds": {"mode": "none"}, "rows_per_block": 4}
+        return TilePipeline(from_dict(DataConfig, cfg, "data"))
+
+    spec = {**SPEC, "in_channels": 10, "num_classes": 10}
+    job = StageJob("source", {"kind": "supervised", "params": {"inputs": "optical"}}, spec, train, pipe("train"),
+                   pipe("test"), {}, "optical", 10, [str(i) for i in range(10)])
+    return job, spec
+
+
+def test_deterministic_runs_repeat_exactly_and_shuffling_reorders(tmp_path, ray_session):
+    """``train.deterministic``: Ray Data keeps the block order and the per-epoch shuffle is seeded, so
+    the same seed gives the same model; a run without the shuffle buffer sees another order, so its
+    model differs (the shuffle is really applied)."""
+    from dataclasses import replace
+
+    from raypipe.stages.config import RayConfig, TrainConfig
+    from raypipe.stages.runner import fit
+
+    train = TrainConfig(epochs=2, batch_size=4, deterministic=True, shuffle_buffer=16)
+    job, _ = tiny_job(tmp_path, train)
+    ray_cfg = RayConfig(num_workers=1, storage_path=str(tmp_path / "runs"))
+    a, _ = fit(job, ray_cfg, "det-a")
+    b, _ = fit(job, ray_cfg, "det-b")
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs between two deterministic runs"
+    unshuffled, _ = fit(replace(job, train=replace(train, shuffle_buffer=0)), ray_cfg, "det-unshuffled")
+    assert any(not torch.equal(a[n], unshuffled[n]) for n in a if a[n].is_floating_point())

@@ -76,8 +76,9 @@ def train_loop_per_worker(config: dict) -> None:
         # --- train one epoch ---------------------------------------------------------------------
         model.train()
         t0, seen, sums = time.perf_counter(), 0, {}
-        for batch in train_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=collate,
-                                                    drop_last=True):
+        for batch in train_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=collate, drop_last=True,
+                                                    local_shuffle_buffer_size=train["shuffle_buffer"] or None,
+                                                    local_shuffle_seed=shuffle_seed(train["seed"], epoch, rank)):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, parts = objective.loss(model, teachers, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -115,6 +116,11 @@ def train_loop_per_worker(config: dict) -> None:
                 if run is not None:
                     run.log_metrics(metrics, step=epoch)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
+    """A different, repeatable shuffle per (seed, epoch, rank)."""
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -6,6 +6,7 @@ outside the training loop (:mod:`raypipe.stages.loop`).
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,16 @@ def storage_args(storage_path: str) -> dict:
         return {"storage_path": path}
     fs, p = storage.pyarrow_filesystem(path)
     return {"storage_path": p, "storage_filesystem": fs}
+
+
+def ingest_config(deterministic: bool) -> ray.train.DataConfig:
+    """How Ray Train feeds the workers: Ray Train's defaults, plus ``preserve_order`` (blocks reach the
+    training loop in manifest order) when the run must be repeatable."""
+    if not deterministic:
+        return ray.train.DataConfig()
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(execution_options={"train": options, "eval": copy.deepcopy(options)})
 
 
 def _join_logits(batch: dict, table_ref, names: tuple[str, ...]) -> dict:
@@ -118,6 +129,7 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None) -> tu
         run_config=RunConfig(name=run_name, failure_config=FailureConfig(max_failures=job.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), **store),
         datasets={"train": train_ds, "eval": job.eval_data.dataset()},
+        dataset_config=ingest_config(job.train.deterministic),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
