@@ -14,6 +14,7 @@ from raypipe.methods import (
     filter_pseudo_labels,
     filter_scores,
     filter_stats,
+    auroc,
     irm_scores,
     irm_weights,
     kd_loss,
@@ -130,6 +131,21 @@ def test_filter_stats_per_class_and_bucket():
     assert s["filter/kept_acc"] == pytest.approx(2 / 3)      # kept: idx 0 ok, 2 ok, 3 wrong
     assert s["filter/rejected_acc"] == pytest.approx(2 / 3)  # rejected: idx 1 wrong, 4 ok, 5 ok
     assert "filter/cloudy/kept_acc" not in s and s["filter/cloudy/rejected_acc"] == pytest.approx(2 / 3)
+    assert "filter/score_auroc_clear_vs_cloudy" not in s  # no scores given
+
+
+def test_filter_score_auroc_says_whether_clouds_score_below_clear_tiles():
+    labels, keep = np.zeros(6, int), np.ones(6, bool)
+    frac = np.array([0.0, 0.05, 0.5, 0.95, 1.0, 0.99])  # clear, clear, partly, cloudy × 3
+    confident_on_clouds = np.array([0.6, 0.7, 0.9, 0.95, 0.99, 0.65])
+    s = filter_stats(labels, keep, 2, None, frac, scores=confident_on_clouds)
+    # pairs (clear, cloudy) where clear scores higher: 0.7 > 0.65 only -> 1 of 6
+    assert s["filter/score_auroc_clear_vs_cloudy"] == pytest.approx(1 / 6)
+    s = filter_stats(labels, keep, 2, None, frac, scores=1 - frac)
+    assert s["filter/score_auroc_clear_vs_cloudy"] == 1.0
+    assert auroc([0.5, 0.5], [0.5]) == 0.5 and auroc([], [1.0]) is None
+    with pytest.raises(ValueError, match="3 scores for 6"):
+        filter_stats(labels, keep, 2, None, frac, scores=np.zeros(3))
 
 
 # ---------------------------------------------------------------- IRM

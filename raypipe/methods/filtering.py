@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from raypipe.errors import ConfigError
 from raypipe.metrics.classification import CLOUD_BUCKETS, cloud_buckets
 
-__all__ = ["FILTER_RULES", "filter_scores", "filter_pseudo_labels", "filter_stats"]
+__all__ = ["FILTER_RULES", "auroc", "filter_scores", "filter_pseudo_labels", "filter_stats"]
 
 FILTER_RULES: tuple[str, ...] = ("none", "max_softmax", "margin")
 
@@ -77,9 +77,21 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def auroc(positive: Any, negative: Any) -> float | None:
+    """P(score of a positive > score of a negative), ties counting ½ (the Mann–Whitney AUROC);
+    ``None`` when either side is empty."""
+    a, b = _np(positive).astype(np.float64).ravel(), _np(negative).astype(np.float64).ravel()
+    if a.size == 0 or b.size == 0:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([a, b]))
+    return float((ranks[:a.size].sum() - a.size * (a.size + 1) / 2) / (a.size * b.size))
+
+
 def filter_stats(pseudo_labels: Any, keep: Any, num_classes: int, class_names: Sequence[str] | None = None,
                  cloud_fraction: Any | None = None, target: Any | None = None,
-                 prefix: str = "filter/") -> dict[str, float]:
+                 prefix: str = "filter/", scores: Any | None = None) -> dict[str, float]:
     """Pass statistics for logging, as a flat ``dict[str, float]``.
 
     Keys (with ``prefix``): ``n``, ``kept``, ``pass_rate``; ``class/<name>/n``,
@@ -88,6 +100,10 @@ def filter_stats(pseudo_labels: Any, keep: Any, num_classes: int, class_names: S
     With ``target`` (true labels, only on benchmarks where they exist): ``kept_acc`` and
     ``rejected_acc`` (pseudo-label accuracy of kept / rejected samples), overall and per bucket
     -- what a threshold sweep trades off.
+    With ``scores`` (the filter's score per sample) and ``cloud_fraction``: ``score_auroc_clear_vs_cloudy``,
+    the probability that a clear tile scores above a fully cloudy one. It needs no labels: below 0.5
+    the source model is *more* confident on clouds it never saw, and no threshold on this score can
+    keep clouds out of the pseudo labels.
     """
     y = _np(pseudo_labels).ravel().astype(np.int64)
     k = _np(keep).ravel().astype(bool)
@@ -129,4 +145,11 @@ def filter_stats(pseudo_labels: Any, keep: Any, num_classes: int, class_names: S
             raise ValueError(f"{b.size} cloud fractions for {y.size} samples")
         for bucket in CLOUD_BUCKETS:
             put(f"{bucket}/", b == bucket)
+        if scores is not None:
+            sc = _np(scores).ravel()
+            if sc.shape != y.shape:
+                raise ValueError(f"{sc.size} scores for {y.size} samples")
+            a = auroc(sc[b == "clear"], sc[b == "cloudy"])
+            if a is not None:
+                out[f"{prefix}score_auroc_clear_vs_cloudy"] = a
     return out

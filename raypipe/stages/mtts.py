@@ -26,7 +26,7 @@ from raypipe.config import from_dict, to_dict
 from raypipe.data.manifest import content_hash, read_manifest
 from raypipe.data.pipeline import DataConfig, TilePipeline
 from raypipe.errors import ConfigError
-from raypipe.methods import filter_pseudo_labels, filter_stats
+from raypipe.methods import filter_pseudo_labels, filter_scores, filter_stats
 from raypipe.metrics import evaluate
 from raypipe.models import check_model_inputs
 from raypipe.stages import runner
@@ -244,11 +244,11 @@ def pseudo_label_stats(cfg, stage, data: StageData, source_teacher: dict) -> dic
     pred = runner.predict(data.target_train, source_teacher["spec"], source_teacher["state"], "optical",
                           cfg.ray.eval_concurrency, cfg.ray.use_gpu)
     f = getattr(cfg.stages, stage).filter
-    labels, keep = filter_pseudo_labels(torch.from_numpy(pred["logits"]), f.rule if f.enabled else "none",
-                                        f.threshold, f.temperature)
+    logits = torch.from_numpy(pred["logits"])
+    labels, keep = filter_pseudo_labels(logits, f.rule if f.enabled else "none", f.threshold, f.temperature)
     target = pred["label"] if (pred["label"] >= 0).all() else None
     stats = filter_stats(labels.numpy(), keep.numpy(), len(data.classes), data.classes, pred["cloud_fraction"],
-                         target=target)
+                         target=target, scores=filter_scores(logits, f.rule, f.temperature).numpy())
     return {f"pseudo/{k}": float(v) for k, v in stats.items() if v is not None}
 
 

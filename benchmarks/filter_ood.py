@@ -1,0 +1,96 @@
+"""Can a filter on f_S's logits keep cloudy tiles out of the pseudo labels? Run after
+``benchmarks/mtts_benchmark.py`` (same ``--out``, seeds and data settings).
+
+    python benchmarks/filter_ood.py --seeds 0 1 2 --tiles 1000 --size 32
+
+For each seed's newest finished pipeline run, f_S (the source stage's checkpoint, from MLflow) runs on
+the target training split, the split its pseudo labels are made for. Printed per seed and as the
+mean: for each logit score a filter could threshold (max-softmax and margin, the two MTTS rules;
+negative free energy −E = logsumexp z, a standard out-of-distribution score; the logit norm; negative
+entropy), the AUROC of "clear tile scores above a fully cloudy tile" (0.5 = no separation, < 0.5 =
+clouds look *more* in-distribution), and, for the max-softmax rule at ``--threshold``, the pass rate
+and the pseudo-label accuracy of what passes, per cloud bucket. Uses target labels, for this analysis
+only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+
+import numpy as np
+import torch
+
+SCORES = ("max_softmax", "margin", "neg_energy", "logit_norm", "neg_entropy")
+BUCKETS = ("clear", "partly", "cloudy")
+
+
+def scores(logits: torch.Tensor) -> dict[str, np.ndarray]:
+    p = logits.softmax(1)
+    top2 = p.topk(2, dim=1).values
+    return {"max_softmax": top2[:, 0], "margin": top2[:, 0] - top2[:, 1],
+            "neg_energy": torch.logsumexp(logits, 1), "logit_norm": logits.norm(dim=1),
+            "neg_entropy": (p * p.clamp_min(1e-12).log()).sum(1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--tiles", type=int, default=1200)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--threshold", type=float, default=0.6)
+    p.add_argument("--out", default="runs/mtts-benchmark")
+    args = p.parse_args()
+
+    import ray
+
+    from raypipe.methods import auroc
+    from raypipe.metrics.classification import cloud_buckets
+    from raypipe.stages import runner
+    from raypipe.stages.config import resolve
+    from raypipe.stages.mtts import build_data
+    from raypipe.tracking import Lineage
+
+    ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    out = os.path.abspath(args.out)
+    table: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        cfg = resolve(overrides=[f"data.benchmark.out={out}/data-seed{seed}", f"data.benchmark.tiles={args.tiles}",
+                                 f"data.benchmark.size={args.size}", f"data.benchmark.seed={seed}",
+                                 f"tracking.uri=sqlite:///{out}/mlflow.db"])
+        lineage = Lineage(cfg.tracking.uri, cfg.tracking.experiment)
+        runs = lineage.client.search_runs(
+            [lineage.experiment_id], f"tags.`raypipe.pipeline` = 'bench-seed{seed}' AND attributes.status = 'FINISHED'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        if not runs:
+            raise SystemExit(f"no finished pipeline run bench-seed{seed} in {cfg.tracking.uri}: run mtts_benchmark.py first")
+        source_run = lineage.stage_runs(runs[0].info.run_id)["source"]
+        ckpt = lineage.load_checkpoint(source_run, field="source")
+        pred = runner.predict(build_data(cfg).target_train, ckpt["model_spec"], ckpt["state_dict"], "optical")
+        logits = torch.from_numpy(pred["logits"])
+        bucket = cloud_buckets(pred["cloud_fraction"])
+        correct = pred["pred"] == pred["label"]
+        print(f"seed {seed}: f_S = run {source_run}, {len(bucket)} target training tiles "
+              f"({', '.join(f'{b} {int((bucket == b).sum())}' for b in BUCKETS)})")
+        for name, s in scores(logits).items():
+            a = auroc(s.numpy()[bucket == "clear"], s.numpy()[bucket == "cloudy"])
+            table.setdefault(f"AUROC clear>cloudy, {name}", []).append(a)
+            print(f"  AUROC clear > cloudy, {name:<12} {a:.3f}")
+        keep = scores(logits)["max_softmax"].numpy() >= args.threshold
+        for b in BUCKETS:
+            sel = bucket == b
+            rate, acc = keep[sel].mean(), correct[sel & keep].mean() if (sel & keep).any() else float("nan")
+            table.setdefault(f"{b}: pass rate (max-softmax >= {args.threshold})", []).append(rate)
+            table.setdefault(f"{b}: accuracy of passed pseudo labels", []).append(acc)
+            print(f"  {b:<7} pass rate {rate:.3f}, accuracy of passed pseudo labels {acc:.3f}")
+    print(f"\nmean ± std over seeds {args.seeds}")
+    print("| quantity | value |\n|---|---|")
+    for k, v in table.items():
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        print(f"| {k} | {statistics.mean(v):.3f} ± {sd:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
