@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--threshold", type=float, default=0.6)
     p.add_argument("--out", default="runs/mtts-benchmark")
+    p.add_argument("--name", default="bench", help="the mtts_benchmark.py --name whose f_S to analyse")
     args = p.parse_args()
 
     import ray
@@ -62,10 +63,10 @@ def main() -> None:
                                  f"tracking.uri=sqlite:///{out}/mlflow.db"])
         lineage = Lineage(cfg.tracking.uri, cfg.tracking.experiment)
         runs = lineage.client.search_runs(
-            [lineage.experiment_id], f"tags.`raypipe.pipeline` = 'bench-seed{seed}' AND attributes.status = 'FINISHED'",
+            [lineage.experiment_id], f"tags.`raypipe.pipeline` = '{args.name}-seed{seed}' AND attributes.status = 'FINISHED'",
             max_results=1, order_by=["attributes.start_time DESC"])
         if not runs:
-            raise SystemExit(f"no finished pipeline run bench-seed{seed} in {cfg.tracking.uri}: run mtts_benchmark.py first")
+            raise SystemExit(f"no finished pipeline run {args.name}-seed{seed} in {cfg.tracking.uri}: run mtts_benchmark.py first")
         source_run = lineage.stage_runs(runs[0].info.run_id)["source"]
         ckpt = lineage.load_checkpoint(source_run, field="source")
         pred = runner.predict(build_data(cfg).target_train, ckpt["model_spec"], ckpt["state_dict"], "optical")

@@ -2,6 +2,7 @@
 auxiliary models and the target model (target test split), mean ± std over seeds.
 
     python benchmarks/mtts_benchmark.py --seeds 0 1 2 --tiles 1200 --size 32 --epochs 12
+    python benchmarks/mtts_benchmark.py ... --name cloudaware --set stages.target.irm.cloud_prior=true ...
 
 Each seed generates its own benchmark (data seed = seed) and trains every stage with that seed.
 Results are results on this generated benchmark, never the paper's numbers.
@@ -27,6 +28,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--out", default="runs/mtts-benchmark")
     p.add_argument("--set", action="append", default=[], help="extra config overrides")
+    p.add_argument("--name", default="bench", help="pipeline runs are named NAME-seedK; results go to "
+                   "results.json (NAME=bench) or results-NAME.json. Stages whose config matches an earlier "
+                   "run in the same --out are reused, so a variant shares that run's unchanged stages.")
     args = p.parse_args()
 
     import ray
@@ -41,14 +45,14 @@ def main() -> None:
     for seed in args.seeds:
         sets = [f"data.benchmark.out={out}/data-seed{seed}", f"data.benchmark.tiles={args.tiles}",
                 f"data.benchmark.size={args.size}", f"data.benchmark.seed={seed}",
-                f"tracking.uri=sqlite:///{out}/mlflow.db", f"ray.storage_path={out}/ray-train", f"name=bench-seed{seed}"]
+                f"tracking.uri=sqlite:///{out}/mlflow.db", f"ray.storage_path={out}/ray-train", f"name={args.name}-seed{seed}"]
         for stage in ("source", "aux_optical", "aux_sar", "target"):
             sets += [f"stages.{stage}.train.seed={seed}", f"stages.{stage}.train.epochs={args.epochs}"]
         t0 = time.perf_counter()
         r = run_mtts(resolve(overrides=sets + args.set))
         print(f"seed {seed}: {time.perf_counter() - t0:.0f} s\n{r.table}\n", flush=True)
         results[seed] = {s: o.evaluations["target_test"] for s, o in r.stages.items()}
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with open(os.path.join(out, "results.json" if args.name == "bench" else f"results-{args.name}.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)
 
     def acc(ev, scope):
