@@ -42,3 +42,19 @@ def test_off_and_on_stay_words():
     # the same in a YAML file, where YAML 1.1 reads `off` as false
     cfg = resolve(extra={"stages": {"target": {"irm": {"mode": False}}}})
     assert cfg.stages.target.irm.mode == "off"
+
+
+def test_mtts_knobs_are_validated_naming_the_field():
+    from raypipe.stages.config import resolve
+
+    for override, field in (("stages.aux_sar.filter.max_cloud_fraction=1.5", "stages.aux_sar.filter.max_cloud_fraction"),
+                            ("stages.source.train.shuffle_buffer=-1", "stages.source.train.shuffle_buffer"),
+                            ("stages.target.src_weighting=all", "stages.target.src_weighting"),
+                            ("stages.target.irm.cloud_prior=maybe", "stages.target.irm.cloud_prior")):
+        with pytest.raises(ConfigError) as e:
+            resolve(overrides=[override])
+        assert e.value.field == field, override
+    cfg = resolve(overrides=["stages.aux_sar.filter.max_cloud_fraction=0.1", "stages.target.irm.cloud_prior=true",
+                             "stages.target.src_weighting=irm_opt", "stages.target.train.deterministic=true"])
+    assert cfg.stages.aux_sar.filter.max_cloud_fraction == 0.1 and cfg.stages.target.irm.cloud_prior is True
+    assert cfg.stages.target.src_weighting == "irm_opt" and cfg.stages.target.train.deterministic is True

@@ -296,3 +296,75 @@ def test_target_loss_sample_mask_is_stage2_filtering():
     assert torch.allclose(w_b, w_sub[:1].expand(3))
     none, _ = target_distillation_loss(out, SRC, OPT, SAR, sample_mask=torch.zeros(3, dtype=torch.bool))
     assert none.item() == 0.0
+
+
+# ---------------------------------------------------------------- cloud-aware extensions (not published)
+
+def test_cloud_gate_drops_cloudy_samples_however_confident_f_s_is():
+    confident = logits_from_probs(peaked(1, 0.95), peaked(2, 0.95), peaked(3, 0.95))
+    frac = torch.tensor([0.0, 0.5, 1.0])
+    _, keep = filter_pseudo_labels(confident, "max_softmax", 0.6)
+    assert keep.all()  # the published rule keeps all three
+    _, keep = filter_pseudo_labels(confident, "max_softmax", 0.6, cloud_fraction=frac, max_cloud_fraction=0.1)
+    assert keep.tolist() == [True, False, False]
+    _, keep = filter_pseudo_labels(confident, "none", 0.6, cloud_fraction=frac, max_cloud_fraction=0.1)
+    assert keep.all()  # "no filtering" means no gate either
+    with pytest.raises(ValueError, match="needs each sample's cloud_fraction"):
+        filter_pseudo_labels(confident, "max_softmax", 0.6, max_cloud_fraction=0.5)
+    with pytest.raises(ConfigError) as e:
+        filter_pseudo_labels(confident, "max_softmax", 0.6, cloud_fraction=frac, max_cloud_fraction=1.5)
+    assert e.value.field == "filtering.max_cloud_fraction"
+
+
+def test_irm_cloud_prior_hands_fully_cloudy_tiles_to_sar():
+    # both optical teachers confidently agree on class 3 on every sample, SAR says class 5:
+    # the published ratio gives optical the large weight everywhere, clouds or not
+    opt = logits_from_probs(peaked(3, 0.95), peaked(3, 0.95), peaked(3, 0.95))
+    sar = logits_from_probs(peaked(5, 0.6), peaked(5, 0.6), peaked(5, 0.6))
+    frac = torch.tensor([0.0, 0.5, 1.0])
+    w_plain, _ = irm_weights(opt, opt, sar, "per_sample")
+    assert torch.allclose(w_plain, w_plain[0].expand(3)) and w_plain[0] > 0.5
+    w_opt, w_sar = irm_weights(opt, opt, sar, "per_sample", cloud_prior=True, cloud_fraction=frac)
+    assert w_opt[0].item() == pytest.approx(w_plain[0].item())      # clear: unchanged
+    assert w_opt[2].item() == pytest.approx(0.1, abs=1e-4)           # fully cloudy: the floor
+    assert w_opt[0] > w_opt[1] > w_opt[2]
+    assert torch.allclose(w_opt + w_sar, torch.ones(3))
+    # the formula: s_O scaled by the clear fraction before the ratio
+    s_o, s_r, _ = irm_scores(opt, opt, sar)
+    rho = (0.5 * s_o[1] / s_r[1]).item()
+    assert w_opt[1].item() == pytest.approx(0.1 + 0.8 * rho / (1 + rho), rel=1e-5)
+    with pytest.raises(ValueError, match="cloud_fraction"):
+        irm_weights(opt, opt, sar, "per_sample", cloud_prior=True)
+    # through the stage-2 loss, with f_S's term weighted by w_O
+    out, _ = _student(requires_grad=False)
+    _, parts = target_distillation_loss(out, opt, opt, sar, irm_hp={"cloud_prior": True}, cloud_fraction=frac,
+                                        src_weighting="irm_opt")
+    assert parts["w_opt_min"].item() == pytest.approx(0.1, abs=1e-4)
+
+
+def test_stage_objectives_read_the_batch_cloud_fraction():
+    """The stage objectives pass the pipeline's per-sample cloud fraction to the gate and to IRM."""
+    from raypipe.models import build_model
+    from raypipe.stages.objectives import Distill, PseudoLabel
+
+    torch.manual_seed(0)
+    n, classes = 4, 5
+    frac = torch.tensor([0.0, 0.05, 0.6, 1.0])
+    confident = torch.zeros(n, classes)
+    confident[:, 2] = 20.0  # f_S sure of class 2 everywhere
+    batch = {"optical": torch.randn(n, 3, 8, 8), "sar": torch.randn(n, 2, 8, 8), "cloud_fraction": frac,
+             "logits/source": confident, "logits/aux_optical": confident,
+             "logits/aux_sar": torch.randn(n, classes)}
+    student = build_model({"kind": "resnet", "depth": 10, "width": 4, "in_channels": 2, "num_classes": classes,
+                           "stem": "small", "norm": "group"})
+    _, parts = PseudoLabel(inputs="sar", threshold=0.6, max_cloud_fraction=0.1).loss(student, {}, batch)
+    assert parts["kept"].item() == pytest.approx(0.5)  # only the two clear tiles
+    _, parts = PseudoLabel(inputs="sar", threshold=0.6).loss(student, {}, batch)
+    assert parts["kept"].item() == 1.0  # the published rule keeps every confident tile
+    target = build_model({"kind": "multimodal", "num_classes": classes, "optical": {"depth": 10, "width": 4,
+                          "in_channels": 3, "stem": "small"}, "sar": {"depth": 10, "width": 4, "in_channels": 2,
+                          "stem": "small"}})
+    _, parts = Distill(irm_hp={"cloud_prior": True}, src_weighting="irm_opt").loss(target, {}, batch)
+    assert parts["w_opt_min"].item() == pytest.approx(0.1, abs=1e-4)  # the fully cloudy tile: the floor
+    _, parts = Distill().loss(target, {}, batch)
+    assert parts["w_opt_min"].item() > 0.5  # without the prior, the confident optical teachers win

@@ -55,15 +55,30 @@ def filter_scores(logits: torch.Tensor, rule: str = "max_softmax", T: float = 1.
 
 @torch.no_grad()
 def filter_pseudo_labels(logits: torch.Tensor, rule: str = "max_softmax", threshold: float = 0.9,
-                         T: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pseudo_labels (B,) int64, keep_mask (B,) bool)`` from source-model logits ``(B, C)``."""
+                         T: float = 1.0, cloud_fraction: torch.Tensor | None = None,
+                         max_cloud_fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pseudo_labels (B,) int64, keep_mask (B,) bool)`` from source-model logits ``(B, C)``.
+
+    ``max_cloud_fraction`` < 1 (a raypipe extension, not published): a sample is also dropped when
+    its ``cloud_fraction`` (from the pipeline's cloud stage) exceeds it, whatever f_S's confidence;
+    ignored with ``rule="none"`` (the no-filtering ablation)."""
     _check(rule, threshold, T)
+    if not 0.0 <= max_cloud_fraction <= 1.0:
+        raise ConfigError("filtering.max_cloud_fraction", f"must be within [0, 1], got {max_cloud_fraction!r}")
     if logits.ndim != 2:
         raise ValueError(f"logits must be (B, C), got {tuple(logits.shape)}")
     labels = logits.detach().argmax(dim=-1)
     if rule == "none":
         return labels, torch.ones_like(labels, dtype=torch.bool)
-    return labels, filter_scores(logits, rule, T) >= threshold
+    keep = filter_scores(logits, rule, T) >= threshold
+    if max_cloud_fraction < 1.0:
+        if cloud_fraction is None:
+            raise ValueError("max_cloud_fraction < 1 needs each sample's cloud_fraction")
+        c = torch.as_tensor(cloud_fraction, device=keep.device).reshape(-1)
+        if c.shape != keep.shape:
+            raise ValueError(f"cloud_fraction has {c.numel()} entries for {keep.numel()} samples")
+        keep &= c <= max_cloud_fraction
+    return labels, keep
 
 
 def _safe(name: str) -> str:

@@ -40,7 +40,8 @@ __all__ = ["IRM_MODES", "IRM_REFERENCES", "IRM_DEFAULTS", "SRC_WEIGHTINGS", "irm
 IRM_MODES: tuple[str, ...] = ("per_sample", "batch", "off")
 IRM_REFERENCES: tuple[str, ...] = ("consensus", "source")
 SRC_WEIGHTINGS: tuple[str, ...] = ("none", "irm_opt")
-IRM_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "T": 1.0, "w_min": 0.1, "reference": "consensus", "eps": 1e-6}
+IRM_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "T": 1.0, "w_min": 0.1, "reference": "consensus", "eps": 1e-6,
+                                "cloud_prior": False}
 
 
 def _check_hp(mode: str, alpha: float, T: float, w_min: float, reference: str, eps: float) -> None:
@@ -81,7 +82,8 @@ def irm_scores(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: t
 def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: torch.Tensor,
                 mode: str = "per_sample", alpha: float = IRM_DEFAULTS["alpha"], T: float = IRM_DEFAULTS["T"],
                 w_min: float = IRM_DEFAULTS["w_min"], reference: str = IRM_DEFAULTS["reference"],
-                eps: float = IRM_DEFAULTS["eps"], mask: torch.Tensor | None = None
+                eps: float = IRM_DEFAULTS["eps"], mask: torch.Tensor | None = None,
+                cloud_prior: bool = IRM_DEFAULTS["cloud_prior"], cloud_fraction: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample weights ``(w_opt, w_sar)``, each ``(B,)`` float32, no grad, ``w_opt + w_sar = 1``.
 
@@ -91,6 +93,11 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
     of each weight), ``reference`` (``"consensus"`` or ``"source"``), ``eps``. ``mask`` (bool or
     0/1, ``(B,)``): in ``"batch"`` mode, the batch ratio is taken over the masked-in samples only
     (the stage-2 filtering ablation); ignored by the other modes.
+
+    ``cloud_prior`` (a raypipe extension, not published; off by default): the optical score is
+    multiplied by the sample's clear fraction, ``s_O,i <- max(eps, s_O,i (1 - c_i))`` with
+    ``cloud_fraction`` c from the pipeline's cloud stage, before the ratio (both modes). A fully
+    cloudy tile then gets ``w_O = w_min`` however confident the optical teachers are.
     """
     _check_hp(mode, alpha, T, w_min, reference, eps)
     b = opt_logits.shape[0]
@@ -98,6 +105,13 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
         half = torch.full((b,), 0.5, device=opt_logits.device)
         return half, half.clone()
     s_o, s_r, _ = irm_scores(opt_logits, src_logits, sar_logits, T, reference, eps)
+    if cloud_prior:
+        if cloud_fraction is None:
+            raise ValueError("irm cloud_prior needs each sample's cloud_fraction")
+        c = cloud_fraction.detach().to(device=s_o.device, dtype=s_o.dtype).reshape(-1)
+        if c.shape != s_o.shape:
+            raise ValueError(f"cloud_fraction has {c.numel()} entries for {s_o.numel()} samples")
+        s_o = (s_o * (1.0 - c.clamp(0.0, 1.0))).clamp_min(eps)
     if mode == "batch":
         m = torch.ones_like(s_o) if mask is None else mask.detach().to(s_o.dtype).reshape(-1)
         if m.sum() <= 0:
@@ -120,7 +134,7 @@ def target_distillation_loss(student_out: Any, src_logits: torch.Tensor, opt_log
                              sar_logits: torch.Tensor, irm_mode: str = "per_sample", T: float = 4.0,
                              lambda_src: float = 1.0, lambda_aux: float = 1.0, lambda_uni: float = 0.5,
                              src_weighting: str = "none", irm_hp: Mapping[str, Any] | None = None,
-                             sample_mask: torch.Tensor | None = None
+                             sample_mask: torch.Tensor | None = None, cloud_fraction: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MTTS stage-2 loss for the target model f_T (a ``MultiModalNet``), no labels, no filtering.
 
@@ -140,7 +154,8 @@ def target_distillation_loss(student_out: Any, src_logits: torch.Tensor, opt_log
     multiplies each auxiliary model's soft targets before they supervise the fused head. The
     unimodal heads learn from their own-modality teacher, unweighted (so every head is used:
     DDP needs no ``find_unused_parameters`` while ``lambda_uni > 0``).
-    ``irm_hp``: keyword arguments of ``irm_weights`` (alpha, T, w_min, reference, eps).
+    ``irm_hp``: keyword arguments of ``irm_weights`` (alpha, T, w_min, reference, eps, cloud_prior);
+    ``cloud_fraction`` (``(B,)``) is passed on to it (needed only with ``cloud_prior``).
     ``sample_mask`` (bool or 0/1, ``(B,)``, e.g. the keep mask of ``filter_pseudo_labels`` on
     ``src_logits``): the "filtering in stage 2" ablation; every ``mean_i`` above becomes the mean
     over kept samples (``sum_i m_i x_i / max(1, sum_i m_i)``; a batch with nothing kept gives 0
@@ -160,7 +175,8 @@ def target_distillation_loss(student_out: Any, src_logits: torch.Tensor, opt_log
         if key not in IRM_DEFAULTS:
             raise ConfigError(f"irm.{key}", f"unknown IRM hyper-parameter; allowed: {sorted(IRM_DEFAULTS)}")
     fused, opt_head, sar_head = _heads(student_out)
-    w_opt, w_sar = irm_weights(opt_logits, src_logits, sar_logits, irm_mode, mask=sample_mask, **hp)
+    w_opt, w_sar = irm_weights(opt_logits, src_logits, sar_logits, irm_mode, mask=sample_mask,
+                               cloud_fraction=cloud_fraction, **hp)
     if sample_mask is None:
         def mean(x: torch.Tensor) -> torch.Tensor:
             return x.mean()

@@ -54,10 +54,15 @@ class FilterConfig:
     rule: Literal["max_softmax", "margin"] = "max_softmax"
     threshold: float = 0.6
     temperature: float = 1.0
+    # raypipe extension (not published): also drop samples whose cloud fraction (pipeline cloud
+    # stage) exceeds this, however confident f_S is; 1.0 = off. See docs/methods.md.
+    max_cloud_fraction: float = 1.0
 
     def validate(self, path: str) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"{path}.threshold", "must be within [0, 1]")
+        if not 0.0 <= self.max_cloud_fraction <= 1.0:
+            raise ConfigError(f"{path}.max_cloud_fraction", "must be within [0, 1] (1 = off)")
 
 
 @dataclass
@@ -69,6 +74,9 @@ class IRMConfig:
     w_min: float = 0.1
     temperature: float = 1.0
     reference: Literal["consensus", "source"] = "consensus"
+    # raypipe extension (not published): scale the optical score by the clear fraction 1 − c before
+    # the ratio, so a fully cloudy tile gets w_O = w_min. See docs/methods.md.
+    cloud_prior: bool = False
 
     def validate(self, path: str) -> None:
         if not 0.0 <= self.w_min < 0.5:
@@ -98,6 +106,9 @@ class TargetStageConfig(SourceStageConfig):
     lambda_src: float = 1.0  # weight of KD from f_S on the fused head
     lambda_aux: float = 1.0  # weight of the IRM-weighted KD from the auxiliary models
     lambda_uni: float = 0.5  # weight of each unimodal head's KD from its own teacher
+    # "irm_opt" (raypipe extension): f_S's KD term on the fused head is weighted by IRM's w_O, since
+    # f_S sees the optical input only; "none" = as published
+    src_weighting: Literal["none", "irm_opt"] = "none"
 
 
 @dataclass

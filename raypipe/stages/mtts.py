@@ -167,13 +167,16 @@ def objective_for(cfg: MTTSConfig, stage: str) -> dict:
         f = s.filter
         return {"kind": "pseudo_label", "params": {"inputs": STAGE_INPUTS[stage], "rule": f.rule,
                                                    "threshold": f.threshold, "temperature": f.temperature,
-                                                   "enabled": f.enabled}}
+                                                   "enabled": f.enabled, "max_cloud_fraction": f.max_cloud_fraction}}
     irm = s.irm
     return {"kind": "distill", "params": {
         "temperature": s.temperature, "irm_mode": irm.mode, "lambda_src": s.lambda_src,
         "lambda_aux": s.lambda_aux, "lambda_uni": s.lambda_uni,
-        "irm_hp": {"alpha": irm.alpha, "w_min": irm.w_min, "T": irm.temperature, "reference": irm.reference},
-        "filter_enabled": s.filter.enabled, "filter_rule": s.filter.rule, "filter_threshold": s.filter.threshold}}
+        "src_weighting": s.src_weighting,
+        "irm_hp": {"alpha": irm.alpha, "w_min": irm.w_min, "T": irm.temperature, "reference": irm.reference,
+                   "cloud_prior": irm.cloud_prior},
+        "filter_enabled": s.filter.enabled, "filter_rule": s.filter.rule, "filter_threshold": s.filter.threshold,
+        "filter_max_cloud_fraction": s.filter.max_cloud_fraction}}
 
 
 def stage_config(cfg: MTTSConfig, stage: str, spec: dict) -> dict:
@@ -245,7 +248,8 @@ def pseudo_label_stats(cfg, stage, data: StageData, source_teacher: dict) -> dic
                           cfg.ray.eval_concurrency, cfg.ray.use_gpu)
     f = getattr(cfg.stages, stage).filter
     logits = torch.from_numpy(pred["logits"])
-    labels, keep = filter_pseudo_labels(logits, f.rule if f.enabled else "none", f.threshold, f.temperature)
+    labels, keep = filter_pseudo_labels(logits, f.rule if f.enabled else "none", f.threshold, f.temperature,
+                                        torch.from_numpy(pred["cloud_fraction"]), f.max_cloud_fraction)
     target = pred["label"] if (pred["label"] >= 0).all() else None
     stats = filter_stats(labels.numpy(), keep.numpy(), len(data.classes), data.classes, pred["cloud_fraction"],
                          target=target, scores=filter_scores(logits, f.rule, f.temperature).numpy())

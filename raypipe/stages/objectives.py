@@ -71,13 +71,15 @@ class PseudoLabel:
     threshold: float = 0.6
     temperature: float = 1.0
     enabled: bool = True
+    max_cloud_fraction: float = 1.0  # raypipe extension: also drop samples cloudier than this
     teachers: tuple[str, ...] = ("source",)
 
     def loss(self, model, teachers: dict, batch: dict) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             src = teacher_logits(teachers, "source", batch)
             rule = self.rule if self.enabled else "none"
-            pseudo, keep = filter_pseudo_labels(src, rule, self.threshold, self.temperature)
+            pseudo, keep = filter_pseudo_labels(src, rule, self.threshold, self.temperature,
+                                                batch.get("cloud_fraction"), self.max_cloud_fraction)
         out = student_logits(model, batch, self.inputs)
         loss = _masked_ce(out, pseudo, keep)
         return loss, {"ce": loss.detach(), "kept": keep.float().mean()}
@@ -94,6 +96,8 @@ class Distill:
     filter_enabled: bool = False
     filter_rule: str = "max_softmax"
     filter_threshold: float = 0.6
+    filter_max_cloud_fraction: float = 1.0
+    src_weighting: str = "none"  # "irm_opt": f_S's KD term weighted by w_O (raypipe extension)
     inputs: str = "both"
     teachers: tuple[str, ...] = ("source", "aux_optical", "aux_sar")
 
@@ -104,11 +108,14 @@ class Distill:
             sar = teacher_logits(teachers, "aux_sar", batch)
             mask = None
             if self.filter_enabled:  # ablation: filtering in stage 2
-                _, mask = filter_pseudo_labels(src, self.filter_rule, self.filter_threshold)
+                _, mask = filter_pseudo_labels(src, self.filter_rule, self.filter_threshold,
+                                               cloud_fraction=batch.get("cloud_fraction"),
+                                               max_cloud_fraction=self.filter_max_cloud_fraction)
         out = model(batch["optical"], batch["sar"])
         loss, parts = target_distillation_loss(
             out, src, opt, sar, irm_mode=self.irm_mode, T=self.temperature, lambda_src=self.lambda_src,
-            lambda_aux=self.lambda_aux, lambda_uni=self.lambda_uni, irm_hp=self.irm_hp, sample_mask=mask)
+            lambda_aux=self.lambda_aux, lambda_uni=self.lambda_uni, src_weighting=self.src_weighting,
+            irm_hp=self.irm_hp, sample_mask=mask, cloud_fraction=batch.get("cloud_fraction"))
         return loss, {k: v.detach().float().mean() for k, v in parts.items() if torch.is_tensor(v)}
 
 
