@@ -8,8 +8,8 @@ the target training split, the split its pseudo labels are made for. Printed per
 mean: for each logit score a filter could threshold (max-softmax and margin, the two MTTS rules;
 negative free energy −E = logsumexp z, a standard out-of-distribution score; the logit norm; negative
 entropy), the AUROC of "clear tile scores above a fully cloudy tile" (0.5 = no separation, < 0.5 =
-clouds look *more* in-distribution), and, for the max-softmax rule at ``--threshold``, the pass rate
-and the pseudo-label accuracy of what passes, per cloud bucket. Uses target labels, for this analysis
+clouds look *more* in-distribution), and, for the max-softmax rule at each of ``--thresholds``, the
+pass rate and the pseudo-label accuracy of what passes, per cloud bucket. Uses target labels, for this analysis
 only.
 """
 
@@ -39,7 +39,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tiles", type=int, default=1200)
     p.add_argument("--size", type=int, default=32)
-    p.add_argument("--threshold", type=float, default=0.6)
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.8, 0.9, 0.95, 0.99],
+                   help="max-softmax thresholds to report (0.6 is the MTTS default)")
     p.add_argument("--out", default="runs/mtts-benchmark")
     p.add_argument("--name", default="bench", help="the mtts_benchmark.py --name whose f_S to analyse")
     args = p.parse_args()
@@ -79,18 +80,23 @@ def main() -> None:
             a = auroc(s.numpy()[bucket == "clear"], s.numpy()[bucket == "cloudy"])
             table.setdefault(f"AUROC clear>cloudy, {name}", []).append(a)
             print(f"  AUROC clear > cloudy, {name:<12} {a:.3f}")
-        keep = scores(logits)["max_softmax"].numpy() >= args.threshold
-        for b in BUCKETS:
-            sel = bucket == b
-            rate, acc = keep[sel].mean(), correct[sel & keep].mean() if (sel & keep).any() else float("nan")
-            table.setdefault(f"{b}: pass rate (max-softmax >= {args.threshold})", []).append(rate)
-            table.setdefault(f"{b}: accuracy of passed pseudo labels", []).append(acc)
-            print(f"  {b:<7} pass rate {rate:.3f}, accuracy of passed pseudo labels {acc:.3f}")
+        for tau in args.thresholds:
+            keep = scores(logits)["max_softmax"].numpy() >= tau
+            for b in BUCKETS:
+                sel = bucket == b
+                rate, acc = keep[sel].mean(), correct[sel & keep].mean() if (sel & keep).any() else float("nan")
+                table.setdefault(f"max-softmax >= {tau}: {b} pass rate", []).append(rate)
+                table.setdefault(f"max-softmax >= {tau}: {b} accuracy of passed pseudo labels", []).append(acc)
+                print(f"  max-softmax >= {tau}: {b:<7} pass rate {rate:.3f}, accuracy of passed pseudo labels {acc:.3f}")
     print(f"\nmean ± std over seeds {args.seeds}")
     print("| quantity | value |\n|---|---|")
     for k, v in table.items():
+        v = [float(x) for x in v if np.isfinite(x)]  # accuracy is undefined where nothing passed
+        if not v:
+            print(f"| {k} | n/a (nothing passed) |")
+            continue
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        print(f"| {k} | {statistics.mean(v):.3f} ± {sd:.3f} |")
+        print(f"| {k} | {statistics.mean(v):.3f} ± {sd:.3f} (n = {len(v)}) |")
 
 
 if __name__ == "__main__":
