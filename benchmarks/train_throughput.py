@@ -64,18 +64,20 @@ def main() -> None:
     model = build_model(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     objective = Supervised(inputs="optical")
-    batches = [to_torch(b) for b in data.iter_batches(batch_size=args.batch_size, batch_format="numpy",
-                                                     drop_last=True)]
+    whole = to_torch(data.take_batch(batch_size=n, batch_format="numpy"))
     plain = []
     for epoch in range(args.epochs):
         model.train()
         t0, seen = time.perf_counter(), 0
-        for batch in batches:
+        order = torch.randperm(n)  # shuffled every epoch, as the Ray Train side is (train.shuffle_buffer)
+        for i in range(0, n - args.batch_size + 1, args.batch_size):
+            idx = order[i:i + args.batch_size]
+            batch = {"optical": whole["optical"][idx], "label": whole["label"][idx]}
             loss, _ = objective.loss(model, {}, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            seen += len(batch["sample_id"])
+            seen += len(idx)
         plain.append(seen / (time.perf_counter() - t0))
 
     # --- the same stage under Ray Train ------------------------------------------------------------
