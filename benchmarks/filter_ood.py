@@ -22,16 +22,19 @@ import statistics
 import numpy as np
 import torch
 
-SCORES = ("max_softmax", "margin", "neg_energy", "logit_norm", "neg_entropy")
 BUCKETS = ("clear", "partly", "cloudy")
 
 
 def scores(logits: torch.Tensor) -> dict[str, np.ndarray]:
+    """Each candidate filter score per sample (higher = more confident); the two MTTS rules are
+    raypipe's own ``filter_scores``."""
+    from raypipe.methods import filter_scores
+
     p = logits.softmax(1)
-    top2 = p.topk(2, dim=1).values
-    return {"max_softmax": top2[:, 0], "margin": top2[:, 0] - top2[:, 1],
-            "neg_energy": torch.logsumexp(logits, 1), "logit_norm": logits.norm(dim=1),
-            "neg_entropy": (p * p.clamp_min(1e-12).log()).sum(1)}
+    out = {rule: filter_scores(logits, rule) for rule in ("max_softmax", "margin")}
+    out.update(neg_energy=torch.logsumexp(logits, 1), logit_norm=logits.norm(dim=1),
+               neg_entropy=(p * p.clamp_min(1e-12).log()).sum(1))
+    return {k: v.numpy() for k, v in out.items()}
 
 
 def main() -> None:
@@ -76,12 +79,13 @@ def main() -> None:
         correct = pred["pred"] == pred["label"]
         print(f"seed {seed}: f_S = run {source_run}, {len(bucket)} target training tiles "
               f"({', '.join(f'{b} {int((bucket == b).sum())}' for b in BUCKETS)})")
-        for name, s in scores(logits).items():
-            a = auroc(s.numpy()[bucket == "clear"], s.numpy()[bucket == "cloudy"])
+        per_sample = scores(logits)
+        for name, s in per_sample.items():
+            a = auroc(s[bucket == "clear"], s[bucket == "cloudy"])
             table.setdefault(f"AUROC clear>cloudy, {name}", []).append(a)
-            print(f"  AUROC clear > cloudy, {name:<12} {a:.3f}")
+            print(f"  AUROC clear > cloudy, {name:<12} {a if a is None else round(a, 3)}")
         for tau in args.thresholds:
-            keep = scores(logits)["max_softmax"].numpy() >= tau
+            keep = per_sample["max_softmax"] >= tau
             for b in BUCKETS:
                 sel = bucket == b
                 rate, acc = keep[sel].mean(), correct[sel & keep].mean() if (sel & keep).any() else float("nan")
@@ -91,7 +95,7 @@ def main() -> None:
     print(f"\nmean ± std over seeds {args.seeds}")
     print("| quantity | value |\n|---|---|")
     for k, v in table.items():
-        v = [float(x) for x in v if np.isfinite(x)]  # accuracy is undefined where nothing passed
+        v = [float(x) for x in v if x is not None and np.isfinite(x)]  # undefined where a bucket is empty
         if not v:
             print(f"| {k} | n/a (nothing passed) |")
             continue
