@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optical", choices=("clear", "cloudy"), default="cloudy")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="data pipeline override, e.g. clouds.mode=simulate")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
-    p.add_argument("--experiment", default="raypipe-mtts")
+    p.add_argument("--experiment", default="raypipe")
     p.add_argument("--log", action="store_true", help="log the evaluation to a new MLflow run")
     p.add_argument("--json", help="also write the full result to this file")
     args = p.parse_args(argv)
@@ -38,16 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     from raypipe.data.manifest import content_hash
     from raypipe.data.pipeline import DataConfig, TilePipeline
     from raypipe.errors import ConfigError, RaypipeError
-    from raypipe.metrics import evaluate
     from raypipe.models import check_model_inputs
-    from raypipe.stages.runner import predict
+    from raypipe.engine.runner import predict
+    from raypipe.engine.task import build_task
     from raypipe.tracking import Lineage
 
     try:
         lineage = Lineage(args.tracking_uri, args.experiment)
         ckpt = lineage.load_checkpoint(args.run_id, field="--run-id")
         spec, extra = ckpt["model_spec"], ckpt.get("extra") or {}
-        inputs = extra.get("inputs", "both" if spec.get("kind") == "multimodal" else "optical")
+        inputs = extra.get("inputs")  # stated once, by the stage that trained the model, and saved with it
+        if inputs not in ("optical", "sar", "both"):
+            raise ConfigError("--run-id", f"run {args.run_id}'s checkpoint does not say which inputs its model takes")
+        task_name = extra.get("task", "classification")
         data = apply_overrides({"manifest": args.manifest, "split": args.split, "domain": args.domain,
                                 "optical": args.optical, "use_sar": inputs != "optical"}, args.set)
         if not ray.is_initialized():
@@ -59,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         trained_classes = extra.get("classes")
         if trained_classes and list(trained_classes) != pipe.classes:
             raise ConfigError("--manifest", f"class list {pipe.classes} differs from the model's {trained_classes}")
-        pred = predict(pipe, spec, ckpt["state_dict"], inputs)
+        pred = predict(pipe, spec, ckpt["state_dict"], inputs, task_name, len(pipe.classes))
         if not len(pred) or (pred["label"] < 0).any():
             raise ConfigError("--manifest", "the selected samples have no labels to evaluate against")
-        result = evaluate(pred["pred"], pred["label"], pred["cloud_fraction"], len(pipe.classes), pipe.classes)
+        result = build_task(task_name, len(pipe.classes), pipe.classes).evaluate(pred)
         report = pipe.report(len(pred["pred"]))
     except RaypipeError as exc:
         print(f"error: {exc}", file=sys.stderr)

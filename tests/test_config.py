@@ -34,9 +34,14 @@ def test_overrides_parse_yaml_scalars_and_roundtrip():
         apply_overrides({}, ["no-equals-sign"])
 
 
-def test_off_and_on_stay_words():
-    from raypipe.stages.config import resolve
+def resolve(**kw):
+    from raypipe.engine import resolve as resolve_method
+    from raypipe.methods import get_method
 
+    return resolve_method(get_method("mtts"), **kw)
+
+
+def test_off_and_on_stay_words():
     cfg = resolve(overrides=["stages.target.irm.mode=off", "stages.aux_sar.filter.enabled=false"])
     assert cfg.stages.target.irm.mode == "off" and cfg.stages.aux_sar.filter.enabled is False
     # the same in a YAML file, where YAML 1.1 reads `off` as false
@@ -45,8 +50,6 @@ def test_off_and_on_stay_words():
 
 
 def test_mtts_knobs_are_validated_naming_the_field():
-    from raypipe.stages.config import resolve
-
     for override, field in (("stages.aux_sar.filter.max_cloud_fraction=1.5", "stages.aux_sar.filter.max_cloud_fraction"),
                             ("stages.source.train.shuffle_buffer=-1", "stages.source.train.shuffle_buffer"),
                             ("stages.target.src_weighting=all", "stages.target.src_weighting"),

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from raypipe.config import from_dict
 from raypipe.models import build_model
-from raypipe.stages.objectives import Supervised
+from raypipe.objectives import Supervised
 
 SPEC = {"kind": "resnet", "depth": 10, "width": 4, "in_channels": 3, "num_classes": 5, "stem": "small",
         "norm": "group"}
@@ -25,7 +25,7 @@ def data():
 
 def one_step(model, x, y):
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    loss, _ = Supervised(inputs="optical").loss(model, {}, {"optical": x, "label": y})
+    loss, _ = Supervised(None, inputs="optical").loss(model, {}, {"optical": x, "label": y})
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -59,8 +59,8 @@ def test_two_workers_equal_one_worker_and_ranks_stay_identical(tmp_path):
 def test_ray_train_two_workers_survive_a_killed_worker(tmp_path, ray_session):
     """2 DDP workers on Ray Train; rank 0's process dies at epoch 1; Ray Train restarts the group,
     which resumes from the epoch-0 checkpoint, keeps ranks identical and finishes."""
-    from raypipe.stages.config import RayConfig, TrainConfig
-    from raypipe.stages.runner import fit
+    from raypipe.engine.config import RayConfig, TrainConfig
+    from raypipe.engine.runner import fit
 
     train = TrainConfig(epochs=2, batch_size=8, fail_once_at_epoch=1, max_failures=1)
     job, spec = tiny_job(tmp_path, train)
@@ -79,7 +79,7 @@ def tiny_job(tmp_path, train):
     from raypipe.data.pipeline import DataConfig, TilePipeline
     from raypipe.data.prepare import prepare
     from raypipe.data.synthetic import generate
-    from raypipe.stages.runner import StageJob
+    from raypipe.engine.runner import StageJob
 
     if not (tmp_path / "m.parquet").exists():
         generate(str(tmp_path / "b"), tiles=40, size=16, seed=0, scene_size=10, quiet=True)
@@ -91,8 +91,8 @@ def tiny_job(tmp_path, train):
         return TilePipeline(from_dict(DataConfig, cfg, "data"))
 
     spec = {**SPEC, "in_channels": 10, "num_classes": 10}
-    job = StageJob("source", {"kind": "supervised", "params": {"inputs": "optical"}}, spec, train, pipe("train"),
-                   pipe("test"), {}, "optical", 10, [str(i) for i in range(10)])
+    job = StageJob("source", Supervised(None, inputs="optical"), spec, train, pipe("train"), pipe("test"), {},
+                   "classification", 10, [str(i) for i in range(10)])
     return job, spec
 
 
@@ -102,8 +102,8 @@ def test_deterministic_runs_repeat_exactly_and_shuffling_reorders(tmp_path, ray_
     model differs (the shuffle is really applied)."""
     from dataclasses import replace
 
-    from raypipe.stages.config import RayConfig, TrainConfig
-    from raypipe.stages.runner import fit
+    from raypipe.engine.config import RayConfig, TrainConfig
+    from raypipe.engine.runner import fit
 
     train = TrainConfig(epochs=2, batch_size=4, deterministic=True, shuffle_buffer=16)
     job, _ = tiny_job(tmp_path, train)

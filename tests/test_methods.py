@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from raypipe.errors import ConfigError
-from raypipe.methods import (
+from raypipe.losses import (
     filter_pseudo_labels,
     filter_scores,
     filter_stats,
@@ -250,7 +250,7 @@ def test_target_loss_aux_term_is_kd_to_irm_mixture():
     T = 4.0
     w_opt, w_sar = irm_weights(OPT, SRC, SAR)
     out, heads = _student()
-    loss, _ = target_distillation_loss(out, SRC, OPT, SAR, T=T, lambda_src=0.0, lambda_uni=0.0)
+    loss, _ = target_distillation_loss(out, SRC, OPT, SAR, temperature=T, lambda_src=0.0, lambda_uni=0.0)
     loss.backward()
     fused = heads[0].detach().clone().requires_grad_(True)
     mix = w_opt[:, None] * soft_targets(OPT, T) + w_sar[:, None] * soft_targets(SAR, T)
@@ -261,9 +261,9 @@ def test_target_loss_aux_term_is_kd_to_irm_mixture():
 
 def test_target_loss_modes_and_switches():
     out, _ = _student(requires_grad=False)
-    per, p_per = target_distillation_loss(out, SRC, OPT, SAR, irm_mode="per_sample")
-    bat, p_bat = target_distillation_loss(out, SRC, OPT, SAR, irm_mode="batch")
-    off, p_off = target_distillation_loss(out, SRC, OPT, SAR, irm_mode="off")
+    per, p_per = target_distillation_loss(out, SRC, OPT, SAR, irm={"mode": "per_sample"})
+    bat, p_bat = target_distillation_loss(out, SRC, OPT, SAR, irm={"mode": "batch"})
+    off, p_off = target_distillation_loss(out, SRC, OPT, SAR, irm={"mode": "off"})
     assert len({round(per.item(), 6), round(bat.item(), 6), round(off.item(), 6)}) == 3
     assert p_off["w_opt_min"] == p_off["w_opt_max"] == 0.5
     assert p_bat["w_opt_min"] == p_bat["w_opt_max"]
@@ -272,12 +272,12 @@ def test_target_loss_modes_and_switches():
     as_dict = {"fused": out.fused, "optical": out.optical, "sar": out.sar}
     assert target_distillation_loss(as_dict, SRC, OPT, SAR)[0].item() == pytest.approx(per.item())
     with pytest.raises(ConfigError) as e:
-        target_distillation_loss(out, SRC, OPT, SAR, irm_hp={"beta": 1.0})
+        target_distillation_loss(out, SRC, OPT, SAR, irm={"beta": 1.0})
     assert e.value.field == "irm.beta"
     with pytest.raises(ConfigError) as e:
         target_distillation_loss(out, SRC, OPT, SAR, lambda_aux=-1.0)
     assert e.value.field == "loss.lambda_aux"
-    assert math.isfinite(target_distillation_loss(out, SRC, OPT, SAR, irm_hp={"T": 4.0, "alpha": 2.0})[0].item())
+    assert math.isfinite(target_distillation_loss(out, SRC, OPT, SAR, irm={"temperature": 4.0, "alpha": 2.0})[0].item())
 
 
 def test_target_loss_sample_mask_is_stage2_filtering():
@@ -337,7 +337,7 @@ def test_irm_cloud_prior_hands_fully_cloudy_tiles_to_sar():
         irm_weights(opt, opt, sar, "per_sample", cloud_prior=True)
     # through the stage-2 loss, with f_S's term weighted by w_O
     out, _ = _student(requires_grad=False)
-    _, parts = target_distillation_loss(out, opt, opt, sar, irm_hp={"cloud_prior": True}, cloud_fraction=frac,
+    _, parts = target_distillation_loss(out, opt, opt, sar, irm={"cloud_prior": True}, cloud_fraction=frac,
                                         src_weighting="irm_opt")
     assert parts["w_opt_min"].item() == pytest.approx(0.1, abs=1e-4)
 
@@ -345,7 +345,14 @@ def test_irm_cloud_prior_hands_fully_cloudy_tiles_to_sar():
 def test_stage_objectives_read_the_batch_cloud_fraction():
     """The stage objectives pass the pipeline's per-sample cloud fraction to the gate and to IRM."""
     from raypipe.models import build_model
-    from raypipe.stages.objectives import Distill, PseudoLabel
+    from raypipe.methods.mtts import DistillConfig, IRMConfig
+    from raypipe.methods.mtts.objective import IRMDistill
+    from raypipe.objectives import FilterConfig, PseudoLabel, PseudoLabelConfig
+
+    def pseudo(**f):
+        return PseudoLabel(PseudoLabelConfig(filter=FilterConfig(threshold=0.6, **f)), "sar", {"source": "optical"})
+
+    teachers = {"source": "optical", "aux_optical": "optical", "aux_sar": "sar"}
 
     torch.manual_seed(0)
     n, classes = 4, 5
@@ -357,14 +364,15 @@ def test_stage_objectives_read_the_batch_cloud_fraction():
              "logits/aux_sar": torch.randn(n, classes)}
     student = build_model({"kind": "resnet", "depth": 10, "width": 4, "in_channels": 2, "num_classes": classes,
                            "stem": "small", "norm": "group"})
-    _, parts = PseudoLabel(inputs="sar", threshold=0.6, max_cloud_fraction=0.1).loss(student, {}, batch)
+    _, parts = pseudo(max_cloud_fraction=0.1).loss(student, {}, batch)
     assert parts["kept"].item() == pytest.approx(0.5)  # only the two clear tiles
-    _, parts = PseudoLabel(inputs="sar", threshold=0.6).loss(student, {}, batch)
+    _, parts = pseudo().loss(student, {}, batch)
     assert parts["kept"].item() == 1.0  # the published rule keeps every confident tile
     target = build_model({"kind": "multimodal", "num_classes": classes, "optical": {"depth": 10, "width": 4,
                           "in_channels": 3, "stem": "small"}, "sar": {"depth": 10, "width": 4, "in_channels": 2,
                           "stem": "small"}})
-    _, parts = Distill(irm_hp={"cloud_prior": True}, src_weighting="irm_opt").loss(target, {}, batch)
+    _, parts = IRMDistill(DistillConfig(irm=IRMConfig(cloud_prior=True), src_weighting="irm_opt"), "both",
+                          teachers).loss(target, {}, batch)
     assert parts["w_opt_min"].item() == pytest.approx(0.1, abs=1e-4)  # the fully cloudy tile: the floor
-    _, parts = Distill().loss(target, {}, batch)
+    _, parts = IRMDistill(DistillConfig(), "both", teachers).loss(target, {}, batch)
     assert parts["w_opt_min"].item() > 0.5  # without the prior, the confident optical teachers win

@@ -153,7 +153,7 @@ def test_multimodal_ddp_needs_no_unused_parameter_search(tmp_path):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from raypipe.methods import target_distillation_loss
+    from raypipe.losses import target_distillation_loss
 
     spec = {"kind": "multimodal", "num_classes": 4,
             "optical": {"depth": 10, "width": 4, "in_channels": 4, "stem": "small"},

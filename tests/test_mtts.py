@@ -6,9 +6,20 @@ import time
 import mlflow
 import pytest
 
+from raypipe.engine import resolve as resolve_method
+from raypipe.engine.run import run_method
 from raypipe.errors import ConfigError
-from raypipe.stages.config import resolve
-from raypipe.stages.mtts import run_mtts
+from raypipe.methods import get_method
+
+MTTS = get_method("mtts")
+
+
+def resolve(**kw):
+    return resolve_method(MTTS, **kw)
+
+
+def run_mtts(cfg):
+    return run_method(MTTS, cfg)
 
 TINY_MODEL = {"kind": "resnet", "depth": 10, "width": 4, "stem": "small", "norm": "group"}
 TINY_TRAIN = {"epochs": 1, "batch_size": 16}
@@ -46,7 +57,10 @@ def test_all_stages_train_and_nest_under_one_pipeline_run(first_run):
         assert run.data.tags["raypipe.stage_key"] == outcome.key
         assert run.info.status == "FINISHED"
         assert "target_test/oa" in run.data.metrics
-        assert any(k.startswith("stages") is False for k in run.data.params)  # the resolved config is logged
+        params = run.data.params  # the stage's knobs under the same dotted paths as --set
+        assert params and all(k.startswith(("method", "stage.", f"stages.{name}.", "data.")) for k in params), \
+            sorted(params)[:5]
+        assert f"stages.{name}.train.lr" in params and f"stages.{name}.model.num_classes" in params
         history = client.get_metric_history(outcome.run_id, "eval/oa")
         assert [m.step for m in history] == [0]  # per-epoch metrics logged by the rank-0 worker
     # teachers are recorded as inputs: the target stage points at the three runs it distilled from
@@ -121,3 +135,34 @@ def test_evaluate_job_on_any_manifest(first_run, capsys):
     rc = job.main(["--run-id", "0" * 32, "--manifest", str(tmp / "bench" / "manifest.parquet"),
                    "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--experiment", "test-mtts"])
     assert rc == 2 and "--run-id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override", [
+    "stages.source.train.lr=0",
+    "stages.aux_optical.filter.threshold=1.5",
+    "stages.aux_sar.filter.temperature=0",
+    "stages.target.irm.alpha=-1",
+])
+def test_one_bad_value_per_stage_fails_at_resolve_naming_its_path(override):
+    """Every knob is validated on the driver as the config is built, before any data or Ray work."""
+    with pytest.raises(ConfigError) as e:
+        resolve(overrides=[override])
+    assert e.value.field == override.split("=")[0]
+
+
+def test_bad_value_exits_before_any_ray_train_run(tmp_path):
+    """``jobs/mtts.py --set stages.target.irm.alpha=-1`` exits non-zero within 60 s, naming the field,
+    before Ray starts (so no stage trains)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "mtts.py"), "--set", "stages.target.irm.alpha=-1",
+                           "--log-dir", str(tmp_path / "logs")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "stages.target.irm.alpha" in proc.stderr
+    assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()

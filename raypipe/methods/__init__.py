@@ -1,20 +1,30 @@
-"""Training methods plugged into the stage loops as losses and targets: KD, pseudo-label filtering, IRM."""
+"""Methods: one folder each, declaring its stages as data and registering itself in
+``raypipe.engine.METHODS``. Importing this package imports every method folder in it, so a new method
+needs no edit anywhere else.
 
-from raypipe.methods.filtering import FILTER_RULES, auroc, filter_pseudo_labels, filter_scores, filter_stats
-from raypipe.methods.irm import (
-    IRM_DEFAULTS,
-    IRM_MODES,
-    IRM_REFERENCES,
-    SRC_WEIGHTINGS,
-    irm_scores,
-    irm_weights,
-    target_distillation_loss,
-)
-from raypipe.methods.kd import kd_loss, kd_loss_from_probs, kd_per_sample, soft_targets
+    from raypipe.methods import load_methods
+    load_methods()
+    METHODS.names()   # ['kd_s', 'mtts', 'source_only', ...]
+"""
 
-__all__ = [
-    "soft_targets", "kd_loss", "kd_loss_from_probs", "kd_per_sample",
-    "FILTER_RULES", "auroc", "filter_scores", "filter_pseudo_labels", "filter_stats",
-    "IRM_MODES", "IRM_REFERENCES", "IRM_DEFAULTS", "SRC_WEIGHTINGS", "irm_scores", "irm_weights",
-    "target_distillation_loss",
-]
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from raypipe.engine.registry import METHODS
+
+
+def load_methods():
+    """Import every method folder under ``raypipe/methods/``; returns the method registry."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
+    return METHODS
+
+
+def get_method(name: str, field: str = "--method"):
+    return load_methods().get(name, field)
+
+
+__all__ = ["load_methods", "get_method", "METHODS"]

@@ -26,13 +26,14 @@ rebalance learning, IRM lets the modality that is more reliable on this sample g
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from raypipe.errors import ConfigError
-from raypipe.methods.kd import kd_per_sample, soft_targets
+from raypipe.losses.kd import kd_per_sample, soft_targets
 
 __all__ = ["IRM_MODES", "IRM_REFERENCES", "IRM_DEFAULTS", "SRC_WEIGHTINGS", "irm_scores", "irm_weights",
            "target_distillation_loss"]
@@ -40,17 +41,19 @@ __all__ = ["IRM_MODES", "IRM_REFERENCES", "IRM_DEFAULTS", "SRC_WEIGHTINGS", "irm
 IRM_MODES: tuple[str, ...] = ("per_sample", "batch", "off")
 IRM_REFERENCES: tuple[str, ...] = ("consensus", "source")
 SRC_WEIGHTINGS: tuple[str, ...] = ("none", "irm_opt")
-IRM_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "T": 1.0, "w_min": 0.1, "reference": "consensus", "eps": 1e-6,
-                                "cloud_prior": False}
+IRM_DEFAULTS: dict[str, Any] = {"alpha": 1.0, "temperature": 1.0, "w_min": 0.1, "reference": "consensus",
+                                "eps": 1e-6, "cloud_prior": False}
 
 
-def _check_hp(mode: str, alpha: float, T: float, w_min: float, reference: str, eps: float) -> None:
+def _check_hp(mode: str, alpha: float, temperature: float, w_min: float, reference: str, eps: float) -> None:
+    """A last guard for direct callers; configurations are validated on the driver, with their dotted
+    paths, by ``IRMConfig.validate`` (raypipe.methods.mtts.config) before anything trains."""
     if mode not in IRM_MODES:
         raise ConfigError("irm.mode", f"must be one of {list(IRM_MODES)}, got {mode!r}")
     if not alpha >= 0:
         raise ConfigError("irm.alpha", f"must be >= 0, got {alpha!r}")
-    if not T > 0:
-        raise ConfigError("irm.T", f"must be > 0, got {T!r}")
+    if not temperature > 0:
+        raise ConfigError("irm.temperature", f"must be > 0, got {temperature!r}")
     if not 0.0 <= w_min < 0.5:
         raise ConfigError("irm.w_min", f"must be in [0, 0.5), got {w_min!r}")
     if reference not in IRM_REFERENCES:
@@ -61,16 +64,16 @@ def _check_hp(mode: str, alpha: float, T: float, w_min: float, reference: str, e
 
 @torch.no_grad()
 def irm_scores(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: torch.Tensor,
-               T: float = 1.0, reference: str = "consensus", eps: float = 1e-6
+               temperature: float = 1.0, reference: str = "consensus", eps: float = 1e-6
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(s_opt, s_sar, reference_class)``, each ``(B,)``: each auxiliary model's probability of
     the reference class (steps 1-2 of the module docstring)."""
     shapes = {tuple(opt_logits.shape), tuple(src_logits.shape), tuple(sar_logits.shape)}
     if len(shapes) != 1 or opt_logits.ndim != 2:
         raise ValueError(f"teacher logits must all be (B, C); got {sorted(shapes)}")
-    p_o = F.softmax(opt_logits.detach().float() / T, dim=-1)
-    p_s = F.softmax(src_logits.detach().float() / T, dim=-1)
-    p_r = F.softmax(sar_logits.detach().float() / T, dim=-1)
+    p_o = F.softmax(opt_logits.detach().float() / temperature, dim=-1)
+    p_s = F.softmax(src_logits.detach().float() / temperature, dim=-1)
+    p_r = F.softmax(sar_logits.detach().float() / temperature, dim=-1)
     ref = (p_s + p_o + p_r).argmax(dim=-1) if reference == "consensus" else p_s.argmax(dim=-1)
     idx = ref.unsqueeze(1)
     s_o = p_o.gather(1, idx).squeeze(1).clamp_min(eps)
@@ -80,7 +83,8 @@ def irm_scores(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: t
 
 @torch.no_grad()
 def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: torch.Tensor,
-                mode: str = "per_sample", alpha: float = IRM_DEFAULTS["alpha"], T: float = IRM_DEFAULTS["T"],
+                mode: str = "per_sample", alpha: float = IRM_DEFAULTS["alpha"],
+                temperature: float = IRM_DEFAULTS["temperature"],
                 w_min: float = IRM_DEFAULTS["w_min"], reference: str = IRM_DEFAULTS["reference"],
                 eps: float = IRM_DEFAULTS["eps"], mask: torch.Tensor | None = None,
                 cloud_prior: bool = IRM_DEFAULTS["cloud_prior"], cloud_fraction: torch.Tensor | None = None
@@ -89,7 +93,7 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
 
     ``mode``: ``"per_sample"`` (default), ``"batch"`` (one batch-level ratio for all samples,
     the ablation closest to OGM-GE), ``"off"`` (0.5 / 0.5). Hyper-parameters: ``alpha`` (sharpness
-    of the split; 0 gives equal weights), ``T`` (temperature of the confidences), ``w_min`` (floor
+    of the split; 0 gives equal weights), ``temperature`` (of the confidences), ``w_min`` (floor
     of each weight), ``reference`` (``"consensus"`` or ``"source"``), ``eps``. ``mask`` (bool or
     0/1, ``(B,)``): in ``"batch"`` mode, the batch ratio is taken over the masked-in samples only
     (the stage-2 filtering ablation); ignored by the other modes.
@@ -99,12 +103,12 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
     ``cloud_fraction`` c from the pipeline's cloud stage, before the ratio (both modes). A fully
     cloudy tile then gets ``w_O = w_min`` however confident the optical teachers are.
     """
-    _check_hp(mode, alpha, T, w_min, reference, eps)
+    _check_hp(mode, alpha, temperature, w_min, reference, eps)
     b = opt_logits.shape[0]
     if mode == "off":
         half = torch.full((b,), 0.5, device=opt_logits.device)
         return half, half.clone()
-    s_o, s_r, _ = irm_scores(opt_logits, src_logits, sar_logits, T, reference, eps)
+    s_o, s_r, _ = irm_scores(opt_logits, src_logits, sar_logits, temperature, reference, eps)
     if cloud_prior:
         if cloud_fraction is None:
             raise ValueError("irm cloud_prior needs each sample's cloud_fraction")
@@ -124,6 +128,19 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
     return w_opt.contiguous(), (1.0 - w_opt).contiguous()
 
 
+def _irm_settings(irm: Any) -> dict[str, Any]:
+    """``irm_weights`` keyword arguments from an ``IRMConfig`` (same field names) or a mapping."""
+    if irm is None:
+        return {}
+    if dataclasses.is_dataclass(irm):
+        irm = {f.name: getattr(irm, f.name) for f in dataclasses.fields(irm)}
+    allowed = set(IRM_DEFAULTS) | {"mode"}
+    for key in irm:
+        if key not in allowed:
+            raise ConfigError(f"irm.{key}", f"unknown IRM setting; allowed: {sorted(allowed)}")
+    return dict(irm)
+
+
 def _heads(student_out: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if isinstance(student_out, Mapping):
         return student_out["fused"], student_out["optical"], student_out["sar"]
@@ -131,9 +148,9 @@ def _heads(student_out: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def target_distillation_loss(student_out: Any, src_logits: torch.Tensor, opt_logits: torch.Tensor,
-                             sar_logits: torch.Tensor, irm_mode: str = "per_sample", T: float = 4.0,
+                             sar_logits: torch.Tensor, irm: Any = None, temperature: float = 4.0,
                              lambda_src: float = 1.0, lambda_aux: float = 1.0, lambda_uni: float = 0.5,
-                             src_weighting: str = "none", irm_hp: Mapping[str, Any] | None = None,
+                             src_weighting: str = "none",
                              sample_mask: torch.Tensor | None = None, cloud_fraction: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MTTS stage-2 loss for the target model f_T (a ``MultiModalNet``), no labels, no filtering.
@@ -154,8 +171,9 @@ def target_distillation_loss(student_out: Any, src_logits: torch.Tensor, opt_log
     multiplies each auxiliary model's soft targets before they supervise the fused head. The
     unimodal heads learn from their own-modality teacher, unweighted (so every head is used:
     DDP needs no ``find_unused_parameters`` while ``lambda_uni > 0``).
-    ``irm_hp``: keyword arguments of ``irm_weights`` (alpha, T, w_min, reference, eps, cloud_prior);
-    ``cloud_fraction`` (``(B,)``) is passed on to it (needed only with ``cloud_prior``).
+    ``irm``: IRM's settings, as an ``IRMConfig`` or a mapping with ``irm_weights``' keyword names
+    (mode, alpha, temperature, w_min, reference, eps, cloud_prior; missing ones take the defaults);
+    ``temperature`` is the KD temperature T above. ``cloud_fraction`` (``(B,)``) is passed on to it (needed only with ``cloud_prior``).
     ``sample_mask`` (bool or 0/1, ``(B,)``, e.g. the keep mask of ``filter_pseudo_labels`` on
     ``src_logits``): the "filtering in stage 2" ablation; every ``mean_i`` above becomes the mean
     over kept samples (``sum_i m_i x_i / max(1, sum_i m_i)``; a batch with nothing kept gives 0
@@ -170,13 +188,11 @@ def target_distillation_loss(student_out: Any, src_logits: torch.Tensor, opt_log
     for name, lam in (("lambda_src", lambda_src), ("lambda_aux", lambda_aux), ("lambda_uni", lambda_uni)):
         if not lam >= 0:
             raise ConfigError(f"loss.{name}", f"must be >= 0, got {lam!r}")
-    hp = dict(irm_hp or {})
-    for key in hp:
-        if key not in IRM_DEFAULTS:
-            raise ConfigError(f"irm.{key}", f"unknown IRM hyper-parameter; allowed: {sorted(IRM_DEFAULTS)}")
+    hp = _irm_settings(irm)
     fused, opt_head, sar_head = _heads(student_out)
-    w_opt, w_sar = irm_weights(opt_logits, src_logits, sar_logits, irm_mode, mask=sample_mask,
+    w_opt, w_sar = irm_weights(opt_logits, src_logits, sar_logits, mask=sample_mask,
                                cloud_fraction=cloud_fraction, **hp)
+    T = temperature
     if sample_mask is None:
         def mean(x: torch.Tensor) -> torch.Tensor:
             return x.mean()

@@ -28,21 +28,21 @@ __all__ = ["FILTER_RULES", "auroc", "filter_scores", "filter_pseudo_labels", "fi
 FILTER_RULES: tuple[str, ...] = ("none", "max_softmax", "margin")
 
 
-def _check(rule: str, threshold: float, T: float) -> None:
+def _check(rule: str, threshold: float, temperature: float) -> None:
     if rule not in FILTER_RULES:
         raise ConfigError("filtering.rule", f"must be one of {list(FILTER_RULES)}, got {rule!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ConfigError("filtering.threshold", f"must be a number in [0, 1], got {threshold!r}")
-    if not T > 0:
-        raise ConfigError("filtering.temperature", f"must be > 0, got {T!r}")
+    if not temperature > 0:
+        raise ConfigError("filtering.temperature", f"must be > 0, got {temperature!r}")
 
 
 @torch.no_grad()
-def filter_scores(logits: torch.Tensor, rule: str = "max_softmax", T: float = 1.0) -> torch.Tensor:
+def filter_scores(logits: torch.Tensor, rule: str = "max_softmax", temperature: float = 1.0) -> torch.Tensor:
     """The score each rule thresholds, shape ``(B,)``: max probability, top-1/top-2 margin, or
     ones for ``"none"``."""
-    _check(rule, 0.0, T)
-    p = F.softmax(logits.detach().float() / T, dim=-1)
+    _check(rule, 0.0, temperature)
+    p = F.softmax(logits.detach().float() / temperature, dim=-1)
     if rule == "none":
         return torch.ones(p.shape[0], device=p.device)
     if rule == "max_softmax":
@@ -55,14 +55,14 @@ def filter_scores(logits: torch.Tensor, rule: str = "max_softmax", T: float = 1.
 
 @torch.no_grad()
 def filter_pseudo_labels(logits: torch.Tensor, rule: str = "max_softmax", threshold: float = 0.9,
-                         T: float = 1.0, cloud_fraction: torch.Tensor | None = None,
+                         temperature: float = 1.0, cloud_fraction: torch.Tensor | None = None,
                          max_cloud_fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pseudo_labels (B,) int64, keep_mask (B,) bool)`` from source-model logits ``(B, C)``.
 
     ``max_cloud_fraction`` < 1 (a raypipe extension, not published): a sample is also dropped when
     its ``cloud_fraction`` (from the pipeline's cloud stage) exceeds it, whatever f_S's confidence;
     ignored with ``rule="none"`` (the no-filtering ablation)."""
-    _check(rule, threshold, T)
+    _check(rule, threshold, temperature)
     if not 0.0 <= max_cloud_fraction <= 1.0:
         raise ConfigError("filtering.max_cloud_fraction", f"must be within [0, 1], got {max_cloud_fraction!r}")
     if logits.ndim != 2:
@@ -70,7 +70,7 @@ def filter_pseudo_labels(logits: torch.Tensor, rule: str = "max_softmax", thresh
     labels = logits.detach().argmax(dim=-1)
     if rule == "none":
         return labels, torch.ones_like(labels, dtype=torch.bool)
-    keep = filter_scores(logits, rule, T) >= threshold
+    keep = filter_scores(logits, rule, temperature) >= threshold
     if max_cloud_fraction < 1.0:
         if cloud_fraction is None:
             raise ValueError("max_cloud_fraction < 1 needs each sample's cloud_fraction")

@@ -1,15 +1,16 @@
 """Where a stage runs: Ray Train (TorchTrainer, DDP) for training, Ray Data for batch inference.
 
 Everything about *where* — number of workers, GPUs, storage, failure handling — is built here,
-outside the training loop (:mod:`raypipe.stages.loop`).
+outside the training loop (:mod:`raypipe.engine.loop`).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import uuid
+import threading
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -18,11 +19,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from raypipe import storage
-from raypipe.config import to_dict
 from raypipe.data.pipeline import TilePipeline, iter_unwrapped, to_torch
-from raypipe.stages.config import RayConfig, TrainConfig
-from raypipe.stages.loop import load_frozen, train_loop_per_worker
-from raypipe.stages.objectives import student_logits
+from raypipe.engine.config import RayConfig, TrainConfig
+from raypipe.engine.loop import load_frozen, train_loop_per_worker
+from raypipe.engine.task import build_task
 
 
 @dataclass
@@ -30,13 +30,13 @@ class StageJob:
     """One stage, resolved: what to train, on what, from which teachers."""
 
     name: str
-    objective: dict  # {"kind": ..., "params": {...}}
+    objective: Any  # an Objective instance, validated on the driver
     model_spec: dict
     train: TrainConfig
     train_data: TilePipeline
     eval_data: TilePipeline
-    teachers: dict  # name -> {"spec": model spec, "state": state_dict}
-    inputs: str  # "optical" | "sar" | "both"
+    teachers: dict  # name -> {"spec": model spec, "state": state_dict, "inputs": "optical"|"sar"|"both"}
+    task: str
     num_classes: int
     class_names: list[str]
 
@@ -82,12 +82,10 @@ _TABLES: dict = {}
 def precompute_teachers(job: StageJob, ray_cfg: RayConfig):
     """Teacher logits over the training split, once, by Ray Data batch inference (actor pools, GPUs
     when asked), joined to the training rows: the training loop then runs no teacher forward pass."""
-    from raypipe.stages.objectives import TEACHER_INPUTS
-
     table: dict = {}
     for name, t in job.teachers.items():
-        out = predict(job.train_data, t["spec"], t["state"], TEACHER_INPUTS[name], ray_cfg.eval_concurrency,
-                      ray_cfg.use_gpu)
+        out = predict(job.train_data, t["spec"], t["state"], t["inputs"], job.task, job.num_classes,
+                      ray_cfg.eval_concurrency, ray_cfg.use_gpu)
         if "index" not in table:
             table["index"] = {sid: i for i, sid in enumerate(out["sample_id"])}
             table["sample_id"] = out["sample_id"]
@@ -100,23 +98,28 @@ def precompute_teachers(job: StageJob, ray_cfg: RayConfig):
                                                 batch_format="numpy", batch_size=None)
 
 
-def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None) -> tuple[dict, dict]:
+def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
+        on_epoch: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
     """Train ``job`` with Ray Train; returns (final state_dict, last reported metrics).
 
     ``train.teacher_outputs``: ``in_loop`` (each worker runs the frozen teachers on its batches) or
     ``precomputed`` (:func:`precompute_teachers`). Re-running with the same ``run_name`` and storage
-    resumes from the run's latest checkpoint."""
+    resumes from the run's latest checkpoint. ``on_epoch`` is called on the driver with each epoch's
+    metrics as the rank-0 worker reports them (console progress)."""
     train_ds = job.train_data.dataset()
-    teachers = {n: {"spec": t["spec"], "state": ray.put(t["state"])} for n, t in job.teachers.items()}
+    teachers = {n: {"spec": t["spec"], "state": ray.put(t["state"]), "inputs": t["inputs"]}
+                for n, t in job.teachers.items()}
     if job.train.teacher_outputs == "precomputed" and job.teachers:
         train_ds = precompute_teachers(job, ray_cfg)
         teachers = {}  # the logits travel with the rows; workers load no teacher
     store = storage_args(ray_cfg.storage_path)
     marker_dir = store["storage_path"] if "storage_filesystem" not in store else "/tmp"
+    progress = _Progress(on_epoch) if on_epoch else None
     config = {
-        "objective": job.objective, "model_spec": job.model_spec, "train": to_dict(job.train),
+        "objective": job.objective, "model_spec": job.model_spec, "train": job.train, "task": job.task,
         "teachers": teachers, "num_classes": job.num_classes, "class_names": job.class_names,
-        "run_handle": run_handle, "fail_marker": os.path.join(marker_dir, f"{run_name}.failed-once"),
+        "run_handle": run_handle, "progress": progress.queue if progress else None,
+        "fail_marker": os.path.join(marker_dir, f"{run_name}.failed-once"),
     }
     resources = {"CPU": ray_cfg.cpus_per_worker}
     if ray_cfg.use_gpu:
@@ -131,35 +134,78 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None) -> tu
         datasets={"train": train_ds, "eval": job.eval_data.dataset()},
         dataset_config=ingest_config(job.train.deterministic),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        if progress:
+            progress.close()
     with result.checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
+        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
     return state["model"], dict(result.metrics or {})
+
+
+class _Progress:
+    """Epoch reports from the rank-0 worker to the driver, through a Ray queue drained by a thread."""
+
+    def __init__(self, on_epoch: Callable[[dict], None]):
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.on_epoch = on_epoch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                item = self.queue.get(timeout=0.5)
+            except Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            except Exception:  # the queue actor is gone (shutdown)
+                return
+            try:
+                self.on_epoch(item)
+            except Exception:  # progress printing must never break a stage
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.queue.shutdown()
+        except Exception:
+            pass
 
 
 class _Predictor:
     """Ray Data batch-inference actor: loads a model once, predicts every batch it is given."""
 
-    def __init__(self, spec: dict, state_ref, inputs: str):
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = device
-        self.model = load_frozen({"spec": spec, "state": state_ref}, device)
+    def __init__(self, spec: dict, state_ref, inputs: str, task: str, num_classes: int):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_frozen({"spec": spec, "state": state_ref}, self.device)
         self.inputs = inputs
+        self.task = build_task(task, num_classes)
 
     def __call__(self, batch: dict) -> dict:
         tensors = to_torch(batch, self.device)
         with torch.no_grad():
-            out = student_logits(self.model, tensors, self.inputs)
-            logits = (out.fused if hasattr(out, "fused") else out).float().cpu().numpy()
-        return {"sample_id": batch["sample_id"], "logits": logits, "pred": logits.argmax(1),
-                "label": batch["label"], "cloud_fraction": batch["cloud_fraction"]}
+            out = self.task.infer(self.model, tensors, self.inputs)
+        return self.task.inference_columns(out, batch)
 
 
-def predict(pipe: TilePipeline, spec: dict, state: dict, inputs: str, concurrency: int = 1,
-            use_gpu: bool = False, batch_size: int = 64) -> dict[str, np.ndarray]:
+def predict(pipe: TilePipeline, spec: dict, state: dict, inputs: str, task: str = "classification",
+            num_classes: int | None = None, concurrency: int = 1, use_gpu: bool = False,
+            batch_size: int = 64) -> dict[str, np.ndarray]:
     """Batch inference over a pipeline with an actor pool (GPUs when asked); arrays sorted by sample id."""
+    num_classes = num_classes or spec.get("num_classes") or len(pipe.classes)
     ds = pipe.dataset().map_batches(
-        _Predictor, fn_constructor_kwargs={"spec": spec, "state_ref": ray.put(state), "inputs": inputs},
+        _Predictor, fn_constructor_kwargs={"spec": spec, "state_ref": ray.put(state), "inputs": inputs,
+                                           "task": task, "num_classes": num_classes},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_gpus=1 if use_gpu else 0)
     parts = list(iter_unwrapped(ds.iter_batches(batch_size=None, batch_format="numpy")))
@@ -168,7 +214,3 @@ def predict(pipe: TilePipeline, spec: dict, state: dict, inputs: str, concurrenc
         order = np.argsort(out["sample_id"])
         out = {k: v[order] for k, v in out.items()}
     return out
-
-
-def unique_suffix() -> str:
-    return uuid.uuid4().hex[:6]

@@ -1,0 +1,200 @@
+"""The one training loop every stage runs on each Ray Train worker. It reads top to bottom:
+config → model → teachers → optimisers → resume → epochs of (train, validate, checkpoint, report).
+
+Where it runs (how many workers, GPUs, storage, failures) is decided outside, in
+:mod:`raypipe.engine.runner`; the same loop runs on a laptop and on a cluster. What it optimises is
+the stage's objective (:mod:`raypipe.engine.objective`); what it measures is the task's
+(:mod:`raypipe.engine.task`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from raypipe.data.pipeline import to_torch
+from raypipe.engine.task import build_task
+from raypipe.models import build_model
+
+
+def train_loop_per_worker(config: dict) -> None:
+    # --- configuration --------------------------------------------------------------------------
+    train = config["train"]  # the stage's TrainConfig
+    objective = config["objective"]  # built and validated on the driver
+    task = build_task(config["task"], config["num_classes"], config["class_names"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(train.seed)
+    np.random.seed(train.seed)
+    per_worker_batch = max(1, train.batch_size // world)
+    use_amp = train.amp and device.type == "cuda"
+
+    # --- model (DDP) and frozen teachers ---------------------------------------------------------
+    model = build_model(config["model_spec"])
+    if world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global-batch statistics across GPUs
+    model = ray.train.torch.prepare_model(model)
+    teachers = {name: load_frozen(t, device) for name, t in config["teachers"].items()}
+
+    # --- optimisers and schedules ----------------------------------------------------------------
+    optimizers = objective.configure_optimizers(model, train)
+    schedulers = {name: make_scheduler(opt, train) for name, opt in optimizers.items()}
+
+    # --- resume from the latest checkpoint (after a failure, or a re-run of the same run name) ----
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=True)
+        unwrap(model).load_state_dict(state["model"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            schedulers[name].load_state_dict(state["schedulers"][name])
+        start_epoch = state["epoch"] + 1
+
+    collate = functools.partial(to_torch, device=device)
+    train_shard = ray.train.get_dataset_shard("train")
+    eval_shard = ray.train.get_dataset_shard("eval")
+    run, progress = config.get("run_handle"), config.get("progress")
+
+    for epoch in range(start_epoch, train.epochs):
+        # --- train one epoch ---------------------------------------------------------------------
+        model.train()
+        t0, seen, sums, data_wait = time.perf_counter(), 0, {}, 0.0
+        batches = train_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=collate, drop_last=True,
+                                                 local_shuffle_buffer_size=train.shuffle_buffer or None,
+                                                 local_shuffle_seed=shuffle_seed(train.seed, epoch, rank))
+        t_wait = time.perf_counter()
+        for batch in batches:
+            data_wait += time.perf_counter() - t_wait
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                losses, parts = objective.loss(model, teachers, batch)
+            loss = train_step(objective, model, optimizers, losses)
+            maybe_inject_failure(config, epoch, rank)
+            n = len(batch["sample_id"])
+            seen += n
+            for k, v in {"loss": loss, **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            t_wait = time.perf_counter()
+        for scheduler in schedulers.values():
+            scheduler.step()
+        train_time = time.perf_counter() - t0
+
+        # --- validate on this worker's share of the evaluation split, then all-reduce ---------
+        acc = evaluate_shard(model, eval_shard, task, objective.inputs, collate)
+        if world > 1:
+            acc = acc.all_reduce()
+        epoch_metrics = task.epoch_metrics(acc.result())
+        metrics = {f"train/{k}": v / max(seen, 1) for k, v in sums.items()}
+        metrics.update({f"eval/{k}": v for k, v in epoch_metrics.items()})
+        metrics.update({"epoch": epoch, "start_epoch": start_epoch, "train/samples": seen * world,
+                        "train/samples_per_s": seen * world / train_time, "train/epoch_s": train_time,
+                        "train/data_wait_fraction": data_wait / max(train_time, 1e-9),
+                        "lr": next(iter(schedulers.values())).get_last_lr()[0],
+                        "ddp/param_spread": parameter_spread(model, world)})
+
+        # --- checkpoint (rank 0 writes) and report ------------------------------------------------
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save({"model": unwrap(model).state_dict(),
+                            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
+                            "epoch": epoch}, os.path.join(d, "state.pt"))
+                ckpt = ray.train.Checkpoint.from_directory(d)
+                if run is not None:
+                    run.log_metrics(metrics, step=epoch)
+                if progress is not None:
+                    progress.put_nowait({**metrics, "epoch": epoch + 1, "epochs": train.epochs})
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+def train_step(objective, model: nn.Module, optimizers: dict, losses) -> torch.Tensor:
+    """One optimisation step per optimiser, in declaration order: zero_grad → backward →
+    ``objective.after_backward`` → step. ``losses`` is one tensor (one optimiser) or
+    ``{optimiser name: loss}``. Returns the detached sum of the losses."""
+    if not isinstance(losses, dict):
+        if len(optimizers) != 1:
+            raise ValueError(f"the objective returned one loss for {len(optimizers)} optimisers {list(optimizers)}")
+        losses = {next(iter(optimizers)): losses}
+    missing = set(optimizers) - set(losses)
+    if missing:
+        raise ValueError(f"the objective returned no loss for optimisers {sorted(missing)}")
+    names = list(optimizers)
+    for i, name in enumerate(names):
+        optimizers[name].zero_grad(set_to_none=True)
+        losses[name].backward(retain_graph=i < len(names) - 1)
+        objective.after_backward(model, name)
+        optimizers[name].step()
+    return sum(v.detach().float() for v in losses.values())
+
+
+def make_scheduler(optimizer, train):
+    if train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
+    """A different, repeatable shuffle per (seed, epoch, rank)."""
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def load_frozen(teacher: dict, device) -> nn.Module:
+    """A teacher from its spec and state (an object-store reference), frozen, in eval mode."""
+    state = teacher["state"]
+    if isinstance(state, ray.ObjectRef):
+        state = ray.get(state)
+    model = build_model(teacher["spec"])
+    model.load_state_dict(state)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def evaluate_shard(model, shard, task, inputs: str, collate):
+    model.eval()
+    acc = task.accumulator()
+    for batch in shard.iter_torch_batches(batch_size=64, collate_fn=collate):
+        acc.update(task.predict(task.infer(model, batch, inputs)), batch)
+    return acc
+
+
+def parameter_spread(model: nn.Module, world: int) -> float:
+    """Max difference across ranks of a checksum of all parameters (0 when DDP keeps them identical)."""
+    with torch.no_grad():
+        checksum = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()]).sum().cpu()
+    if world == 1 or not dist.is_initialized():
+        return 0.0
+    gathered = [torch.zeros_like(checksum) for _ in range(world)]
+    dist.all_gather(gathered, checksum)
+    values = torch.stack(gathered)
+    return float(values.max() - values.min())
+
+
+def maybe_inject_failure(config: dict, epoch: int, rank: int) -> None:
+    """Fault injection for recovery tests: the rank-0 worker process dies once, mid-epoch (after a
+    training step, and after a pause standing in for the rest of the epoch's work, so the previous
+    epoch's checkpoint has been registered as it would be in any real run)."""
+    marker = config.get("fail_marker")
+    if config["train"].fail_once_at_epoch == epoch and rank == 0 and marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(5)
+        os._exit(1)

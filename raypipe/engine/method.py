@@ -1,0 +1,120 @@
+"""A method declares its stages as data; the engine (:mod:`raypipe.engine.run`) runs the graph.
+
+    METHOD = Method(
+        name="kd_s",
+        description="soft-target KD from f_S into a multi-modal student (no target labels)",
+        stages=(
+            Stage("source", objective="supervised", inputs="optical", train=SOURCE_TRAIN,
+                  evaluate={"source_test": SOURCE_TEST, "target_test": TARGET_TEST}),
+            Stage("student", objective="soft_kd", inputs="both", teachers=("source",), train=TARGET_TRAIN,
+                  evaluate={"target_test": TARGET_TEST}),
+        ),
+        defaults={"stages": {"source": {"model": ...}, "student": {"model": ...}}},
+        table=(Row("source-only (f_S on target optical)", "source", "target_test"),
+               Row("KD-S student", "student", "target_test")),
+    )
+    METHODS.register(METHOD.name, METHOD)
+
+A stage names its objective (a registered :class:`~raypipe.engine.objective.Objective`, whose
+``Config`` is the stage's config section ``stages.<name>``), the student's inputs (stated once: they
+size the model and travel with its checkpoint), the earlier stages it learns from, the data it trains
+on and what it is evaluated on. Nothing about a stage is written anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from raypipe.engine.registry import OBJECTIVES
+from raypipe.errors import ConfigError
+
+INPUTS = ("optical", "sar", "both")
+
+
+@dataclass(frozen=True)
+class View:
+    """Which samples a stage reads: a domain (``source`` / ``target``, resolved to
+    ``data.source_domain`` / ``data.target_domain``), a split role (``train`` / ``eval``, resolved to
+    ``data.train_split`` / ``data.eval_split``) and the optical acquisition (``clear`` = cloud-free,
+    ``cloudy`` = the cloudy one, through the cloud stage; ``both`` = the cloudy one as ``optical`` and
+    the clear one as ``optical_clear``, where the dataset has both). SAR is read when any model of
+    the stage takes it."""
+
+    domain: Literal["source", "target"]
+    split: Literal["train", "eval"]
+    optical: Literal["clear", "cloudy", "both"] = "cloudy"
+
+    @property
+    def clouds(self) -> bool:
+        """Whether the cloud stage runs (it does on cloudy optical; clear optical is cloud-free)."""
+        return self.optical != "clear"
+
+
+SOURCE_TRAIN = View("source", "train", "clear")
+SOURCE_TEST = View("source", "eval", "clear")
+TARGET_TRAIN = View("target", "train", "cloudy")
+TARGET_TEST = View("target", "eval", "cloudy")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    objective: str  # a registered objective; its Config class is this stage's config section
+    inputs: Literal["optical", "sar", "both"]  # what the student takes
+    train: View
+    evaluate: dict[str, View] = field(default_factory=dict)  # result prefix -> view (e.g. "target_test")
+    teachers: tuple[str, ...] = ()  # earlier stages whose models this stage learns from (frozen)
+    description: str = ""
+
+    def objective_class(self):
+        return OBJECTIVES.get(self.objective, f"stage '{self.name}' objective")
+
+    def __hash__(self) -> int:  # frozen dataclass with a dict field
+        return hash((self.name, self.objective, self.inputs, self.train, tuple(self.evaluate), self.teachers))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a method's results table: a label, a stage and one of its evaluation prefixes."""
+
+    label: str
+    stage: str
+    prefix: str = "target_test"
+    oracle: bool = False  # uses target labels: marked as such wherever it is shown
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str  # one line, shown by ``jobs/run.py --list``
+    stages: tuple[Stage, ...]
+    defaults: dict = field(default_factory=dict)  # the embedded default configuration (models etc.)
+    table: tuple[Row, ...] = ()
+    task: str = "classification"
+    experiment: str = ""  # MLflow experiment ("" = tracking.experiment's default)
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for s in self.stages:
+            if s.name in seen:
+                raise ValueError(f"method {self.name}: stage '{s.name}' declared twice")
+            if s.inputs not in INPUTS:
+                raise ValueError(f"method {self.name}: stage '{s.name}' inputs {s.inputs!r} not in {INPUTS}")
+            for t in s.teachers:
+                if t not in seen:
+                    raise ValueError(f"method {self.name}: stage '{s.name}' learns from '{t}', "
+                                     f"which is not an earlier stage")
+            seen.add(s.name)
+        for row in self.table:
+            if row.stage not in seen:
+                raise ValueError(f"method {self.name}: table row '{row.label}' names unknown stage '{row.stage}'")
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ConfigError("force_stages", f"unknown stage '{name}' of {self.name}")
+
+    def __hash__(self) -> int:
+        return hash(self.name)

@@ -1,0 +1,128 @@
+"""What people see: one line per stage and epoch while a method runs, then its results table.
+
+Framework output (Ray Train reports, checkpoint paths, Ray Data plans) goes to the log file set up by
+:func:`setup_logging`, not here, unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from raypipe.engine.method import Method
+
+
+def _pct(x) -> str:
+    return f"{100 * x:6.1f}" if x is not None else "   n/a"
+
+
+def results_table(method: "Method", stages: Mapping) -> str:
+    """Accuracy (%) per table row of the method, overall and per cloud bucket, with bucket sizes."""
+    rows = [r for r in method.table if r.stage in stages and r.prefix in stages[r.stage].evaluations]
+    width = max([38, *(len(r.label) + (9 if r.oracle else 0) for r in rows)])
+    head = (f"{'model':<{width}} {'OA':>6} {'AA':>6} {'F1':>6} {'kappa':>6} {'clear':>6} {'partly':>6} {'cloudy':>6}"
+            f"  {'n clear/partly/cloudy':>22}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        res = stages[r.stage].evaluations[r.prefix]
+        o, b = res["overall"], res["buckets"]
+        ns = "/".join(str(b.get(k, {}).get("n", 0)) for k in ("clear", "partly", "cloudy"))
+        label = f"{r.label} [oracle]" if r.oracle else r.label
+        lines.append(f"{label:<{width}} {_pct(o['oa'])} {_pct(o['aa'])} {_pct(o.get('macro_f1'))} {_pct(o['kappa'])} "
+                     f"{_pct(b.get('clear', {}).get('oa'))} {_pct(b.get('partly', {}).get('oa'))} "
+                     f"{_pct(b.get('cloudy', {}).get('oa'))}  {ns:>22}")
+    return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Console:
+    """Progress lines for people. ``enabled=False`` keeps it silent (library use, tests)."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+        self._stage_t0 = 0.0
+        self._epoch_t0 = 0.0
+
+    def _print(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=self.stream, flush=True)
+
+    def start(self, method, cfg, data, plans) -> None:
+        n = len(plans)
+        self._print(f"{method.name}: {method.description}")
+        self._print(f"data: {data.summary} ({len(data.classes)} classes); {n} stage{'s' if n != 1 else ''}; "
+                    f"{cfg.ray.num_workers} worker{'s' if cfg.ray.num_workers != 1 else ''}"
+                    f"{' with GPUs' if cfg.ray.use_gpu else ''}")
+
+    def stage_start(self, index: int, total: int, plan) -> None:
+        self._stage_t0 = self._epoch_t0 = time.perf_counter()
+        teachers = f" from {', '.join(plan.stage.teachers)}" if plan.stage.teachers else ""
+        self._print(f"[{index + 1}/{total}] {plan.name}: {plan.stage.objective} on {plan.stage.inputs}{teachers}")
+
+    def epoch(self, plan, m: Mapping) -> None:
+        now = time.perf_counter()
+        done, total = int(m.get("epoch", 0)), int(m.get("epochs", 0))
+        eta = (now - self._epoch_t0) * (total - done)  # the last epoch's duration (the first includes start-up)
+        val = m.get("eval/oa")
+        val_s = f"  val OA {100 * val:5.1f} %" if isinstance(val, float) and val == val else ""
+        self._print(f"      {plan.name} epoch {done:>3}/{total}  loss {m.get('train/loss', float('nan')):.4f}{val_s}"
+                    f"  {m.get('train/samples_per_s', 0.0):6.1f} samples/s  ETA {_clock(eta)}")
+        self._epoch_t0 = now
+
+    def stage_done(self, outcome) -> None:
+        test = outcome.evaluations.get("target_test") or next(iter(outcome.evaluations.values()), None)
+        oa = f"; target test OA {100 * test['overall']['oa']:.1f} %" if test and test["overall"].get("oa") is not None else ""
+        how = "reused run" if outcome.reused else "trained, run"
+        self._print(f"      {outcome.name}: {how} {outcome.run_id[:12]} in {_clock(outcome.seconds)}{oa}")
+
+
+def setup_logging(log_dir: str, name: str, verbose: bool = False) -> str:
+    """Everything (raypipe, Ray, MLflow) to ``<log_dir>/<name>-<time>.log``; the terminal gets only
+    warnings from libraries, or everything with ``verbose``. Returns the log file's path."""
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # mlflow would add its own terminal handler
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.makedirs(log_dir, exist_ok=True)
+    path = os.path.join(log_dir, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(fmt)
+    root.addHandler(file_handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        console.addFilter(_only_own_warnings)
+    root.addHandler(console)
+    quiet_library_loggers(verbose)
+    return path
+
+
+def _only_own_warnings(record: logging.LogRecord) -> bool:
+    """On the terminal: raypipe's warnings, and only errors from the libraries (the rest is in the log)."""
+    return record.name.startswith("raypipe") or record.levelno >= logging.ERROR
+
+
+def quiet_library_loggers(verbose: bool = False) -> None:
+    """Ray and Ray Data install their own terminal handlers; route them through ours (the log file,
+    and the terminal at WARNING unless ``verbose``)."""
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "mlflow"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+        lg.propagate = True
+        if not verbose:
+            lg.setLevel(logging.INFO)

@@ -1,0 +1,261 @@
+"""The engine: run a method's stage graph. It knows stages, never methods.
+
+    result = run_method(METHODS.get("mtts"), resolve(METHODS.get("mtts")))
+    print(result.table)
+
+For each declared stage, in order:
+
+1. **plan** (all stages, before anything trains): the model spec (class and band counts from the
+   data), the model built once on the driver, the objective built from its config section and
+   checked, referenced runs checked, and the stage key: a hash of the stage's configuration, its
+   teachers' keys and the data hash;
+2. **reuse or train**: a finished run with the same key (or the run named by ``from_run``) stands
+   for the stage; otherwise the stage trains on Ray Train, its teachers loaded from their MLflow runs;
+3. **evaluate** on each declared view by Ray Data batch inference;
+4. **record**: config, data hash, per-epoch metrics, evaluation, checkpoint (weights + JSON spec, the
+   model's inputs included) in an MLflow child run of one pipeline run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from raypipe.config import to_dict
+from raypipe.errors import ConfigError
+from raypipe.engine import runner
+from raypipe.engine.data import MethodData, build_data
+from raypipe.engine.method import Method, Stage, View
+from raypipe.engine.report import Console, results_table
+from raypipe.models import build_model, check_model_inputs
+from raypipe.tracking import Lineage, stage_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StagePlan:
+    stage: Stage
+    path: str  # the stage's config path, "stages.<name>"
+    config: Any  # its config section (the objective's Config)
+    spec: dict  # model spec, class and band counts filled in
+    objective: Any
+    key: str
+    from_run: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    run_id: str
+    key: str
+    reused: bool
+    evaluations: dict  # prefix -> evaluation result
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    method: str
+    parent_run_id: str
+    stages: dict[str, StageOutcome] = field(default_factory=dict)
+    table: str = ""
+    tracking_uri: str = ""
+    seconds: float = 0.0
+    data_counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What an objective's ``diagnostics`` may use on the driver."""
+
+    plan: StagePlan
+    train_pipe: Any
+    teachers: dict
+    classes: list[str]
+    task: str
+    ray: Any
+
+    def predict(self, teacher: str) -> dict:
+        """A teacher's batch-inference columns over this stage's training split, sorted by sample id."""
+        t = self.teachers[teacher]
+        return runner.predict(self.train_pipe, t["spec"], t["state"], t["inputs"], self.task, len(self.classes),
+                              self.ray.eval_concurrency, self.ray.use_gpu)
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+def run_method(method: Method, cfg, console: Console | None = None) -> RunResult:
+    t0 = time.perf_counter()
+    console = console or Console(enabled=False)
+    lineage = Lineage(cfg.tracking.uri or None, cfg.tracking.experiment)
+    data = build_data(cfg)
+    plans = plan_stages(method, cfg, data, lineage)
+    result = RunResult(method.name, parent_run_id="", tracking_uri=lineage.tracking_uri)
+    console.start(method, cfg, data, plans)
+    with lineage.pipeline_run(cfg.name or method.name, to_dict(cfg),
+                              tags={"raypipe.data_hash": data.data_hash, "raypipe.method": method.name}) as parent:
+        result.parent_run_id = parent.run_id
+        for i, plan in enumerate(plans):
+            console.stage_start(i, len(plans), plan)
+            outcome = reuse_stage(plan, cfg, lineage, parent.run_id) or \
+                train_stage(plan, method, cfg, data, lineage, parent.run_id, result.stages, console)
+            result.stages[plan.name] = outcome
+            console.stage_done(outcome)
+        result.table = results_table(method, result.stages)
+        parent.log_text(result.table, "results.txt")
+        parent.log_dict({s: {"run_id": o.run_id, "key": o.key, "reused": o.reused, "evaluations": o.evaluations}
+                         for s, o in result.stages.items()}, "results.json")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# --- 1. plan: everything validated before any stage trains -------------------------------------------
+
+def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage) -> list[StagePlan]:
+    bands = _bands(method, data)
+    plans: dict[str, StagePlan] = {}
+    for stage in method.stages:
+        path = f"stages.{stage.name}"
+        section = getattr(cfg.stages, stage.name)
+        spec = model_spec(section.model, stage.inputs, len(data.classes), bands)
+        check_model_inputs(spec, bands if stage.inputs == "both" else {"input": bands[stage.inputs]}, f"{path}.model")
+        build_model(spec, f"{path}.model")  # every key and value of the spec checked now, not on a worker
+        objective = stage.objective_class()(section, stage.inputs,
+                                            {t: method.stage(t).inputs for t in stage.teachers})
+        objective.check(path)
+        if section.from_run:
+            lineage.check_run(section.from_run, f"{path}.from_run", stage.name)
+            key = lineage.client.get_run(section.from_run).data.tags.get("raypipe.stage_key", section.from_run)
+        else:
+            key = stage_key(stage.name, stage_definition(stage, section, spec, cfg, method.task),
+                            {t: plans[t].key for t in stage.teachers}, data.data_hash)
+        plans[stage.name] = StagePlan(stage, path, section, spec, objective, key, section.from_run)
+    return list(plans.values())
+
+
+def _bands(method: Method, data: MethodData) -> dict[str, int]:
+    """Band counts of the data the stages read (checked equal across the views that feed them)."""
+    bands: dict[str, int] = {}
+    for stage in method.stages:
+        pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
+        for modality, n in (("optical", pipe.num_optical_bands), ("sar", pipe.num_sar_bands or None)):
+            if n is None:
+                continue
+            if bands.setdefault(modality, n) != n:
+                field_ = "data.pipeline.optical_bands" if modality == "optical" else "data.source_manifest"
+                raise ConfigError(field_, f"{modality} band counts differ between the domains ({bands[modality]} vs {n})")
+    return bands
+
+
+def _needs_sar(method: Method, stage: Stage) -> bool:
+    models = [stage.inputs, *(method.stage(t).inputs for t in stage.teachers)]
+    return any(m in ("sar", "both") for m in models)
+
+
+def model_spec(model: dict, inputs: str, num_classes: int, bands: dict[str, int]) -> dict:
+    """A stage's model spec with class and band counts filled in from the data where not given
+    (where given, planning checks them against the data)."""
+    spec = copy.deepcopy(model)
+    spec.setdefault("num_classes", num_classes)
+    if spec.get("kind") == "multimodal":
+        for modality in ("optical", "sar"):
+            spec.setdefault(modality, {}).setdefault("in_channels", bands.get(modality, 0))
+    else:
+        spec.setdefault("in_channels", bands.get("optical" if inputs == "both" else inputs, 0))
+    return spec
+
+
+def stage_definition(stage: Stage, section, spec: dict, cfg, task: str) -> dict:
+    """What defines a stage's result: its key is a hash of this, its teachers' keys and the data hash."""
+    knobs = {k: v for k, v in to_dict(section).items() if k not in ("model", "from_run")}
+    return {"objective": stage.objective, "inputs": stage.inputs, "task": task, "model": spec, "config": knobs,
+            "train_view": _view(stage.train), "data": to_dict(cfg.data.pipeline),
+            "splits": [cfg.data.train_split, cfg.data.eval_split],
+            "domains": [cfg.data.source_domain, cfg.data.target_domain]}
+
+
+def stage_params(plan: StagePlan, method: Method, cfg) -> dict:
+    """A stage run's MLflow params: its knobs under the same dotted paths as ``--set`` and Tune spaces
+    (``stages.<name>.…``, the resolved model spec included), the data section, and what it is."""
+    section = {**to_dict(plan.config), "model": plan.spec}
+    return {"method": method.name, "stage": {"objective": plan.stage.objective, "inputs": plan.stage.inputs,
+                                             "teachers": list(plan.stage.teachers)},
+            "stages": {plan.name: section}, "data": to_dict(cfg.data)}
+
+
+def _view(v: View) -> dict:
+    return {"domain": v.domain, "split": v.split, "optical": v.optical}
+
+
+# --- 2. reuse or train --------------------------------------------------------------------------------
+
+def reuse_stage(plan: StagePlan, cfg, lineage: Lineage, parent_id: str) -> StageOutcome | None:
+    t0 = time.perf_counter()
+    existing = plan.from_run or (None if plan.name in cfg.force_stages else lineage.find_stage(plan.name, plan.key))
+    if not existing:
+        return None
+    ckpt = lineage.load_checkpoint(existing, field=f"{plan.path}.from_run" if plan.from_run else plan.path)
+    lineage.reuse_stage(parent_id, plan.name, plan.key, existing)
+    log.info("stage %s: reusing run %s (key %s)", plan.name, existing, plan.key)
+    return StageOutcome(plan.name, existing, plan.key, True, ckpt["extra"].get("evaluations", {}),
+                        time.perf_counter() - t0)
+
+
+def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage: Lineage, parent_id: str,
+                done: dict[str, StageOutcome], console: Console) -> StageOutcome:
+    t0 = time.perf_counter()
+    stage = plan.stage
+    teachers = {}
+    for t in stage.teachers:
+        c = lineage.load_checkpoint(done[t].run_id, field=f"stages.{t}")
+        teachers[t] = {"spec": c["model_spec"], "state": c["state_dict"], "inputs": method.stage(t).inputs}
+    train_pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
+    val_pipe = data.pipe(View(stage.train.domain, "eval", stage.train.optical), sar=stage.inputs != "optical")
+    job = runner.StageJob(stage.name, plan.objective, plan.spec, plan.config.train, train_pipe, val_pipe, teachers,
+                          method.task, len(data.classes), data.classes)
+    inputs = {t: done[t].run_id for t in stage.teachers}
+    with lineage.stage_run(parent_id, stage.name, plan.key, stage_params(plan, method, cfg), inputs,
+                           data.data_hash) as run:
+        run.log_metrics(plan.objective.diagnostics(StageContext(plan, train_pipe, teachers, data.classes,
+                                                                method.task, cfg.ray)))
+        t_fit = time.perf_counter()
+        state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}", run.handle,
+                              on_epoch=lambda m: console.epoch(plan, m))
+        t_eval = time.perf_counter()
+        evaluations = evaluate_stage(plan, method, cfg, data, state)
+        t_log = time.perf_counter()
+        for prefix, res in evaluations.items():
+            run.log_evaluation(res, prefix=prefix, class_names=data.classes)
+        run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": method.task,
+                                                    "evaluations": evaluations, "classes": data.classes})
+        counts = {"samples_in": train_pipe.samples_in, "quarantined": len(train_pipe.quarantined())}
+        run.log_metrics({f"data/{k}": float(v) for k, v in counts.items()})
+        timing = {"time/fit_s": t_eval - t_fit, "time/evaluate_s": t_log - t_eval,
+                  "time/prepare_s": t_fit - t0, "time/track_s": time.perf_counter() - t_log}
+        run.log_metrics(timing)
+        log.info("stage %s: %s", stage.name, ", ".join(f"{k[5:]} {v:.1f}" for k, v in timing.items()))
+        return StageOutcome(stage.name, run.run_id, plan.key, False, evaluations, time.perf_counter() - t0)
+
+
+# --- 3. evaluate ----------------------------------------------------------------------------------------
+
+def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state: dict) -> dict:
+    """Evaluation by Ray Data batch inference on every view the stage declares."""
+    from raypipe.engine.task import build_task
+
+    task = build_task(method.task, len(data.classes), data.classes)
+    out = {}
+    for prefix, view in plan.stage.evaluate.items():
+        pipe = data.pipe(view, sar=plan.stage.inputs != "optical")
+        columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, method.task, len(data.classes),
+                                 cfg.ray.eval_concurrency, cfg.ray.use_gpu)
+        out[prefix] = task.evaluate(columns)
+    return out

@@ -1,0 +1,92 @@
+"""Task objects: what a prediction is, how it is scored, per epoch and at the end of a stage.
+
+The loop and the evaluator know nothing about classes or pixels; they ask the task:
+
+* ``label_key``: the batch column holding the reference (``label`` for scenes, ``label_map`` for
+  segmentation);
+* ``infer(model, batch, inputs)``: the model's output on a batch (segmentation overrides it with
+  sliding-window inference);
+* ``predict(output)``: predictions from an output (argmax over classes of the fused head);
+* ``accumulator()``: a metric accumulator with ``update(pred, batch)``, ``all_reduce()`` across
+  Ray Train workers and ``result()``;
+* ``epoch_metrics(result)``: the few numbers logged per epoch (``oa``, ``<bucket>/oa``);
+* ``inference_columns(output, batch)``: the columns batch inference keeps per sample;
+* ``evaluate(columns)``: the final evaluation (overall and per cloud bucket) that MLflow and tables show.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from raypipe.engine.objective import forward, main_logits
+from raypipe.engine.registry import TASKS
+from raypipe.metrics import CLOUD_BUCKETS, ConfusionAccumulator, evaluate
+
+
+class Task:
+    name = ""
+    label_key = "label"
+
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None):
+        self.num_classes = num_classes
+        self.class_names = list(class_names or [])
+
+    def infer(self, model, batch: Mapping[str, Any], inputs: str) -> Any:
+        return forward(model, batch, inputs)
+
+    def predict(self, output: Any) -> torch.Tensor:
+        return main_logits(output).argmax(dim=1)
+
+
+@TASKS.register("classification")
+class ClassificationTask(Task):
+    """Single-label scene classification: OA, AA, macro-F1, κ overall and per cloud bucket."""
+
+    name = "classification"
+    label_key = "label"
+
+    def accumulator(self) -> "_Accumulator":
+        return _Accumulator(ConfusionAccumulator(self.num_classes), self.class_names)
+
+    def epoch_metrics(self, result: Mapping[str, Any]) -> dict[str, float]:
+        out = {"oa": _num(result["overall"]["oa"])}
+        for bucket in CLOUD_BUCKETS:
+            res = result["buckets"].get(bucket, {})
+            if res.get("n"):
+                out[f"{bucket}/oa"] = _num(res["oa"])
+        return out
+
+    def inference_columns(self, output: Any, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        logits = main_logits(output).float().cpu().numpy()
+        return {"sample_id": np.asarray(batch["sample_id"]), "logits": logits, "pred": logits.argmax(1),
+                "label": np.asarray(batch["label"]), "cloud_fraction": np.asarray(batch["cloud_fraction"])}
+
+    def evaluate(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return evaluate(columns["pred"], columns["label"], columns["cloud_fraction"], self.num_classes,
+                        self.class_names)
+
+
+class _Accumulator:
+    def __init__(self, acc: ConfusionAccumulator, class_names: list[str]):
+        self.acc, self.class_names = acc, class_names
+
+    def update(self, pred: torch.Tensor, batch: Mapping[str, Any]) -> None:
+        self.acc.update(pred.cpu(), batch["label"].cpu(), batch["cloud_fraction"].cpu())
+
+    def all_reduce(self) -> "_Accumulator":
+        self.acc = self.acc.all_reduce(device=torch.device("cpu"))
+        return self
+
+    def result(self) -> dict[str, Any]:
+        return self.acc.result(self.class_names or None)
+
+
+def build_task(name: str, num_classes: int, class_names: Sequence[str] | None = None) -> Task:
+    return TASKS.get(name, "task")(num_classes, class_names)
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)

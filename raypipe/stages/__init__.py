@@ -1,1 +1,0 @@
-"""Transfer stages on Ray Train: one readable training loop, methods plugged in as objectives."""
