@@ -200,8 +200,8 @@ def test_checkpoint_round_trip_rebuilds_the_model(lineage):
             # a DDP-wrapped state dict (Ray prepare_model) is stored without the "module." prefix
             ddp = {f"module.{k}": v for k, v in model.state_dict().items()}
             st.log_checkpoint(ddp, SPEC, name="ema")
-    assert path == "model/model.pt"
-    assert json.loads(_artifact_text(lineage, st.run_id, "model/model_spec.json")) == SPEC
+    assert path == "model/state.pt"
+    assert json.loads(_artifact_text(lineage, st.run_id, "model/spec.json"))["model_spec"] == SPEC
     lineage.check_run(st.run_id, "stages.student.teacher_run", stage="teacher")
     loaded, ckpt = lineage.load_model(st.run_id, field="stages.student.teacher_run")
     assert ckpt["extra"] == {"epoch": 3, "val_oa": 0.9} and ckpt["model_spec"] == SPEC
