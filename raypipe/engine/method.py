@@ -1,7 +1,7 @@
 """A method declares its stages as data; the engine (:mod:`raypipe.engine.run`) runs the graph.
 
     METHOD = Method(
-        name="kd_s",
+        name="my_kd",
         description="soft-target KD from f_S into a multi-modal student (no target labels)",
         stages=(
             Stage("source", objective="supervised", inputs="optical", train=SOURCE_TRAIN,

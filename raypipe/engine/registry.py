@@ -26,7 +26,7 @@ class Registry:
         """``REG.register("name", obj)``, or ``@REG.register("name")`` as a decorator."""
         def put(item: Any) -> Any:
             existing = self._items.get(name)
-            if existing is not None and existing is not item and _qualname(existing) != _qualname(item):
+            if existing is not None and existing is not item and not _same_definition(existing, item):
                 raise ValueError(f"{self.kind} '{name}' is already registered ({_qualname(existing)})")
             self._items[name] = item
             return item
@@ -50,6 +50,11 @@ class Registry:
 
     def items(self) -> list[tuple[str, Any]]:
         return [(n, self._items[n]) for n in self.names()]
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    """The same class or function defined again (a module imported twice), not a different object."""
+    return hasattr(a, "__qualname__") and hasattr(b, "__qualname__") and _qualname(a) == _qualname(b)
 
 
 def _qualname(obj: Callable | Any) -> str:

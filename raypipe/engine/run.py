@@ -1,6 +1,6 @@
 """The engine: run a method's stage graph. It knows stages, never methods.
 
-    result = run_method(METHODS.get("mtts"), resolve(METHODS.get("mtts")))
+    result = run_method(METHODS.get("my_method"), resolve(METHODS.get("my_method")))
     print(result.table)
 
 For each declared stage, in order:
