@@ -1,7 +1,8 @@
 """Cloud detection and simulation costs, and agreement of reduced-resolution s2cloudless with full resolution.
 
 On the real SEN12MS-CR cloudy tiles (``<real>/SEN12MS-CR/GLF-CR/data/s2_cloudy``) it measures,
-in one run and after a warm-up call of each detector (full and reduced resolution timed alternately):
+in one run and after a warm-up call of each detector (full and reduced resolution timed in rotating
+order, ``benchmarks/harness.py``'s ``repeat_rotating``):
 
 * ms per 256 x 256 tile of s2cloudless at full resolution (factor 1, the reference: 10 m,
   ``average_over=4, dilation_size=2``) and at ``--factor``, and the speed-up ratio;
@@ -17,6 +18,8 @@ Times are medians over ``--repeats`` calls (at least 20 for the simulation), on 
 LightGBM gets one thread (the detector's setting) and BLAS is limited to one (as Ray does for a
 one-CPU task). The model load is timed separately, from a cleared cache.
 
+``--json PATH`` also writes every figure as raw JSON.
+
     .venv/bin/python benchmarks/cloud_detection.py --repeats 5
 """
 
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +35,7 @@ import numpy as np
 import rasterio
 from threadpoolctl import threadpool_limits
 
+from harness import Timer, emit, median_seconds, repeat_rotating, run_info
 from raypipe.clouds.detect import DEFAULT_FACTOR, S2CloudlessDetector, load_s2cloudless, make_detector
 from raypipe.clouds.simulate import PRESETS, simulate_clouds
 from raypipe.data.bands import S2_SCALE
@@ -46,26 +49,14 @@ DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` in ms over ``repeats`` calls, after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times))
+    return 1000.0 * median_seconds(fn, repeats, warmup=True)
 
 
 def paired_median_ms(fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median ms of ``fn_a()`` and ``fn_b()`` timed alternately (both see the same machine load), after a warm-up."""
-    fn_a()
-    fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times_a)), 1000.0 * float(np.median(times_b))
+    """Median ms of ``fn_a()`` and ``fn_b()`` timed in rotating order (both see the same machine load),
+    after a warm-up call of each."""
+    med = repeat_rotating({"a": fn_a, "b": fn_b}, repeats, warmup=True).medians
+    return 1000.0 * med["a"], 1000.0 * med["b"]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -116,9 +107,9 @@ def run(real_root: str, repeats: int, factor: int = DEFAULT_FACTOR) -> dict:
     """All figures of this benchmark as a dict (see the module docstring)."""
     with threadpool_limits(limits=1, user_api="blas"):
         load_s2cloudless.cache_clear()
-        start = time.perf_counter()
-        load_s2cloudless()
-        model_load_s = time.perf_counter() - start
+        with Timer() as load:
+            load_s2cloudless()
+        model_load_s = load.seconds
 
         cloudy = read_tiles(real_root, CLOUDY_DIR)
         clear = read_tiles(real_root, CLEAR_DIR)
@@ -182,10 +173,13 @@ def main() -> None:
                              "(default: $RAYPIPE_REAL_DATA, else ../shared/data/real)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
     parser.add_argument("--factor", type=int, default=DEFAULT_FACTOR, help="s2cloudless reduction factor to compare")
+    parser.add_argument("--json", default="", help="also write every figure as raw JSON to this file")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    print(report(run(args.real_root, args.repeats, args.factor)))
+    res = run(args.real_root, args.repeats, args.factor)
+    emit({"benchmark": "cloud_detection", "args": vars(args), "run": run_info(), **res}, args.json or None,
+         text=report(res))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ negative free energy −E = logsumexp z, a standard out-of-distribution score; t
 entropy), the AUROC of "clear tile scores above a fully cloudy tile" (0.5 = no separation, < 0.5 =
 clouds look *more* in-distribution), and, for the max-softmax rule at each of ``--thresholds``, the
 pass rate and the pseudo-label accuracy of what passes, per cloud bucket. Uses target labels, for this analysis
-only.
+only. ``--json PATH`` also writes the per-seed values and the table as raw JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import statistics
 
 import numpy as np
 import torch
+
+from harness import emit, run_info
 
 BUCKETS = ("clear", "partly", "cloudy")
 
@@ -46,6 +48,7 @@ def main() -> None:
                    help="max-softmax thresholds to report (0.6 is the MTTS default)")
     p.add_argument("--out", default="runs/mtts-benchmark")
     p.add_argument("--name", default="bench", help="the mtts_benchmark.py --name whose f_S to analyse")
+    p.add_argument("--json", default="", help="also write the per-seed values and the table as raw JSON")
     args = p.parse_args()
 
     import ray
@@ -92,15 +95,19 @@ def main() -> None:
                 table.setdefault(f"max-softmax >= {tau}: {b} pass rate", []).append(rate)
                 table.setdefault(f"max-softmax >= {tau}: {b} accuracy of passed pseudo labels", []).append(acc)
                 print(f"  max-softmax >= {tau}: {b:<7} pass rate {rate:.3f}, accuracy of passed pseudo labels {acc:.3f}")
-    print(f"\nmean ± std over seeds {args.seeds}")
-    print("| quantity | value |\n|---|---|")
+    lines = [f"\nmean ± std over seeds {args.seeds}", "| quantity | value |\n|---|---|"]
+    summary = {}
     for k, v in table.items():
         v = [float(x) for x in v if x is not None and np.isfinite(x)]  # undefined where a bucket is empty
         if not v:
-            print(f"| {k} | n/a (nothing passed) |")
+            lines.append(f"| {k} | n/a (nothing passed) |")
+            summary[k] = None
             continue
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        print(f"| {k} | {statistics.mean(v):.3f} ± {sd:.3f} (n = {len(v)}) |")
+        lines.append(f"| {k} | {statistics.mean(v):.3f} ± {sd:.3f} (n = {len(v)}) |")
+        summary[k] = {"mean": statistics.mean(v), "std": sd, "n": len(v)}
+    emit({"benchmark": "filter_ood", "args": vars(args), "run": run_info(), "per_seed": table, "summary": summary},
+         args.json or None, text="\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ Results are results on this generated benchmark, never the paper's numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
+
+from harness import Timer, emit
 
 ROWS = (("source-only", "source"), ("aux optical", "aux_optical"), ("aux SAR", "aux_sar"), ("target (IRM)", "target"))
 SCOPES = ("overall", "clear", "partly", "cloudy")
@@ -48,29 +48,30 @@ def main() -> None:
                 f"tracking.uri=sqlite:///{out}/mlflow.db", f"ray.storage_path={out}/ray-train", f"name={args.name}-seed{seed}"]
         for stage in ("source", "aux_optical", "aux_sar", "target"):
             sets += [f"stages.{stage}.train.seed={seed}", f"stages.{stage}.train.epochs={args.epochs}"]
-        t0 = time.perf_counter()
-        r = run_mtts(resolve(overrides=sets + args.set))
-        print(f"seed {seed}: {time.perf_counter() - t0:.0f} s\n{r.table}\n", flush=True)
+        with Timer() as seed_time:
+            r = run_mtts(resolve(overrides=sets + args.set))
+        print(f"seed {seed}: {seed_time.seconds:.0f} s\n{r.table}\n", flush=True)
         results[seed] = {s: o.evaluations["target_test"] for s, o in r.stages.items()}
-    with open(os.path.join(out, "results.json" if args.name == "bench" else f"results-{args.name}.json"), "w") as f:
-        json.dump(results, f, indent=1, default=float)
 
     def acc(ev, scope):
         r = ev["overall"] if scope == "overall" else ev["buckets"].get(scope, {})
         return r.get("oa")
 
-    print(f"OA % on the target test split, mean ± std over seeds {args.seeds} "
-          f"({args.tiles} tiles/domain, {args.size} px, {args.epochs} epochs)")
-    print(f"| model | {' | '.join(SCOPES)} |\n|---|{'---|' * len(SCOPES)}")
+    lines = [f"OA % on the target test split, mean ± std over seeds {args.seeds} "
+             f"({args.tiles} tiles/domain, {args.size} px, {args.epochs} epochs)",
+             f"| model | {' | '.join(SCOPES)} |\n|---|{'---|' * len(SCOPES)}"]
     for label, stage in ROWS:
         cells = []
         for scope in SCOPES:
             vals = [100 * acc(results[s][stage], scope) for s in args.seeds if acc(results[s][stage], scope) is not None]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}" if vals else "n/a")
-        print(f"| {label} | {' | '.join(cells)} |")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
     n = results[args.seeds[0]]["target"]["buckets"]
-    print("test samples per bucket (seed %d): %s" % (args.seeds[0], {k: v["n"] for k, v in n.items()}))
+    lines.append("test samples per bucket (seed %d): %s" % (args.seeds[0], {k: v["n"] for k, v in n.items()}))
+    # The table, and the raw per-seed evaluations beside it (same file and layout as before).
+    emit(results, os.path.join(out, "results.json" if args.name == "bench" else f"results-{args.name}.json"),
+         text="\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ objective, optimiser, batch size and torch thread count on the same preprocessed
 Data pipeline's output, materialised once), so the difference is what Ray Train adds: the DDP
 wrapper, the dataset shard iterator, per-epoch reporting and checkpointing. Steady-state samples/s
 is measured per epoch after a warm-up epoch; start-up (worker group, process group) is reported
-separately.
+separately. ``--json PATH`` also writes the figures as raw JSON.
 
     python benchmarks/train_throughput.py --tiles 512 --size 64 --epochs 3
 """
@@ -18,6 +18,8 @@ import statistics
 import tempfile
 import time
 
+from harness import Timer, emit, run_info
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,6 +30,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=18)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--json", default="", help="also write the figures as raw JSON to this file")
     args = p.parse_args()
 
     import ray
@@ -68,17 +71,18 @@ def main() -> None:
     plain = []
     for epoch in range(args.epochs):
         model.train()
-        t0, seen = time.perf_counter(), 0
-        order = torch.randperm(n)  # shuffled every epoch, as the Ray Train side is (train.shuffle_buffer)
-        for i in range(0, n - args.batch_size + 1, args.batch_size):
-            idx = order[i:i + args.batch_size]
-            batch = {"optical": whole["optical"][idx], "label": whole["label"][idx]}
-            loss, _ = objective.loss(model, {}, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(idx)
-        plain.append(seen / (time.perf_counter() - t0))
+        seen = 0
+        with Timer() as epoch_time:
+            order = torch.randperm(n)  # shuffled every epoch, as the Ray Train side is (train.shuffle_buffer)
+            for i in range(0, n - args.batch_size + 1, args.batch_size):
+                idx = order[i:i + args.batch_size]
+                batch = {"optical": whole["optical"][idx], "label": whole["label"][idx]}
+                loss, _ = objective.loss(model, {}, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(idx)
+        plain.append(seen / epoch_time.seconds)
 
     # --- the same stage under Ray Train ------------------------------------------------------------
     class Materialized:  # a TilePipeline stand-in whose dataset is the materialised one
@@ -97,22 +101,27 @@ def main() -> None:
         pass
 
     collector = ray.remote(num_cpus=0)(_Collector).remote()
-    t0 = time.perf_counter()
-    fit(job, RayConfig(num_workers=1, cpus_per_worker=args.threads, storage_path=os.path.join(work, "runs")),
-        f"bench-{int(time.time())}", run_handle=_ActorHandle(collector))
-    wall = time.perf_counter() - t0
+    with Timer() as fit_time:
+        fit(job, RayConfig(num_workers=1, cpus_per_worker=args.threads, storage_path=os.path.join(work, "runs")),
+            f"bench-{int(time.time())}", run_handle=_ActorHandle(collector))
+    wall = fit_time.seconds
     history = ray.get(collector.get.remote())
     ray_sps = [h["train/samples_per_s"] for h in history]
     steady_plain = statistics.median(plain[1:])
     steady_ray = statistics.median(ray_sps[1:])
     overhead = 1 - steady_ray / steady_plain
-    print(f"plain PyTorch loop   samples/s per epoch: {', '.join(f'{x:.1f}' for x in plain)}")
-    print(f"Ray Train (1 worker) samples/s per epoch: {', '.join(f'{x:.1f}' for x in ray_sps)}")
-    print(f"steady state (median of epochs 2..{args.epochs}): plain {steady_plain:.1f}, Ray Train {steady_ray:.1f} "
-          f"samples/s -> overhead {100 * overhead:.1f} % (target <= 10 %)")
     train_time = sum(n / x for x in ray_sps)
-    print(f"Ray Train wall time {wall:.1f} s for {args.epochs} epochs, of which start-up, evaluation and "
-          f"checkpointing {wall - train_time:.1f} s")
+    text = "\n".join([
+        f"plain PyTorch loop   samples/s per epoch: {', '.join(f'{x:.1f}' for x in plain)}",
+        f"Ray Train (1 worker) samples/s per epoch: {', '.join(f'{x:.1f}' for x in ray_sps)}",
+        f"steady state (median of epochs 2..{args.epochs}): plain {steady_plain:.1f}, Ray Train {steady_ray:.1f} "
+        f"samples/s -> overhead {100 * overhead:.1f} % (target <= 10 %)",
+        f"Ray Train wall time {wall:.1f} s for {args.epochs} epochs, of which start-up, evaluation and "
+        f"checkpointing {wall - train_time:.1f} s"])
+    emit({"benchmark": "train_throughput", "args": vars(args), "run": run_info(), "n": n,
+          "plain_samples_per_s": plain, "ray_samples_per_s": ray_sps, "steady_plain": steady_plain,
+          "steady_ray": steady_ray, "overhead": overhead, "ray_wall_s": wall,
+          "ray_overhead_s": wall - train_time}, args.json or None, text=text)
 
 
 class _Collector:

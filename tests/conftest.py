@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,40 +32,13 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A moto S3 server on 127.0.0.1 reached through s3fs exactly as S3 would be (AWS_* env vars)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto server did not start")
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from raypipe import storage
+    """A moto S3 server on 127.0.0.1 reached through s3fs exactly as S3 would be (AWS_* env vars set
+    for the session, restored after); bucket "raypipe-test" exists. Yields the endpoint URL."""
+    from raypipe.testing import S3TestServer
 
-    storage._fs_for_scheme.cache_clear()
-    import s3fs
-
-    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("raypipe-test")
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    storage._fs_for_scheme.cache_clear()
+    with S3TestServer() as server, server.use_env():
+        server.make_bucket("raypipe-test")
+        yield server.endpoint
 
 
 @pytest.fixture(scope="session")
