@@ -55,9 +55,10 @@ def main() -> None:
 
     from raypipe.methods import auroc
     from raypipe.metrics.classification import cloud_buckets
-    from raypipe.stages import runner
-    from raypipe.stages.config import resolve
-    from raypipe.stages.mtts import build_data
+    from raypipe.engine import TARGET_TRAIN, resolve
+    from raypipe.engine import runner
+    from raypipe.engine.data import build_data
+    from raypipe.methods import get_method
     from raypipe.tracking import Lineage
 
     ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
@@ -65,7 +66,7 @@ def main() -> None:
     out = os.path.abspath(args.out)
     table: dict[str, list[float]] = {}
     for seed in args.seeds:
-        cfg = resolve(overrides=[f"data.benchmark.out={out}/data-seed{seed}", f"data.benchmark.tiles={args.tiles}",
+        cfg = resolve(get_method("mtts"), overrides=[f"data.benchmark.out={out}/data-seed{seed}", f"data.benchmark.tiles={args.tiles}",
                                  f"data.benchmark.size={args.size}", f"data.benchmark.seed={seed}",
                                  f"tracking.uri=sqlite:///{out}/mlflow.db"])
         lineage = Lineage(cfg.tracking.uri, cfg.tracking.experiment)
@@ -76,7 +77,8 @@ def main() -> None:
             raise SystemExit(f"no finished pipeline run {args.name}-seed{seed} in {cfg.tracking.uri}: run mtts_benchmark.py first")
         source_run = lineage.stage_runs(runs[0].info.run_id)["source"]
         ckpt = lineage.load_checkpoint(source_run, field="source")
-        pred = runner.predict(build_data(cfg).target_train, ckpt["model_spec"], ckpt["state_dict"], "optical")
+        pred = runner.predict(build_data(cfg).pipe(TARGET_TRAIN, sar=True), ckpt["model_spec"], ckpt["state_dict"],
+                              "optical")
         logits = torch.from_numpy(pred["logits"])
         bucket = cloud_buckets(pred["cloud_fraction"])
         correct = pred["pred"] == pred["label"]

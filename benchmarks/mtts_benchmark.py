@@ -35,8 +35,11 @@ def main() -> None:
 
     import ray
 
-    from raypipe.stages.config import resolve
-    from raypipe.stages.mtts import run_mtts
+    from raypipe.engine import resolve
+    from raypipe.engine.run import run_method
+    from raypipe.methods import get_method
+
+    mtts = get_method("mtts")
 
     ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -49,7 +52,7 @@ def main() -> None:
         for stage in ("source", "aux_optical", "aux_sar", "target"):
             sets += [f"stages.{stage}.train.seed={seed}", f"stages.{stage}.train.epochs={args.epochs}"]
         with Timer() as seed_time:
-            r = run_mtts(resolve(overrides=sets + args.set))
+            r = run_method(mtts, resolve(mtts, overrides=sets + args.set))
         print(f"seed {seed}: {seed_time.seconds:.0f} s\n{r.table}\n", flush=True)
         results[seed] = {s: o.evaluations["target_test"] for s, o in r.stages.items()}
 

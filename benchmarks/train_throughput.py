@@ -41,9 +41,9 @@ def main() -> None:
     from raypipe.data.prepare import prepare
     from raypipe.data.synthetic import generate
     from raypipe.models import build_model
-    from raypipe.stages.config import RayConfig, TrainConfig
-    from raypipe.stages.objectives import Supervised
-    from raypipe.stages.runner import StageJob, fit
+    from raypipe.engine.config import RayConfig, TrainConfig
+    from raypipe.engine.runner import StageJob, fit
+    from raypipe.objectives import Supervised
 
     work = tempfile.mkdtemp(prefix="train-bench-")
     generate(os.path.join(work, "b"), tiles=args.tiles, size=args.size, seed=0, scene_size=32, quiet=True)
@@ -66,7 +66,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    objective = Supervised(inputs="optical")
+    objective = Supervised(None, inputs="optical")
     whole = to_torch(data.take_batch(batch_size=n, batch_format="numpy"))
     plain = []
     for epoch in range(args.epochs):
@@ -92,9 +92,8 @@ def main() -> None:
         def dataset(self):
             return self._ds
 
-    job = StageJob("source", {"kind": "supervised", "params": {"inputs": "optical"}}, spec, train,
-                   Materialized(data), Materialized(data.limit(64).materialize()), {}, "optical",
-                   len(pipe.classes), pipe.classes)
+    job = StageJob("source", objective, spec, train, Materialized(data), Materialized(data.limit(64).materialize()),
+                   {}, "classification", len(pipe.classes), pipe.classes)
     history = []
 
     class Handle:  # collects the rank-0 worker's per-epoch metrics through a Ray actor
