@@ -230,3 +230,18 @@ def test_no_import_loop_between_packages():
             if node not in seen:
                 seen.add(node)
                 stack.extend(graph.get(node, ()))
+
+
+def test_model_kinds_are_open():
+    from raypipe.models import MODELS, build_model, register_model
+
+    @register_model("tiny_linear")
+    def _tiny(spec, field):
+        return torch.nn.Linear(spec["in_channels"], spec["num_classes"])
+
+    assert "tiny_linear" in MODELS.names()
+    m = build_model({"kind": "tiny_linear", "in_channels": 3, "num_classes": 2})
+    assert isinstance(m, torch.nn.Linear) and m.in_features == 3
+    with pytest.raises(ConfigError) as e:
+        build_model({"kind": "nope"}, "stages.x.model")
+    assert e.value.field == "stages.x.model.kind" and "tiny_linear" in str(e.value)

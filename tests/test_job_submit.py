@@ -74,7 +74,7 @@ def test_mtts_under_ray_job_submit(ray_head, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "target f_T (IRM)" in out.stdout and "succeeded" in out.stdout
     runs = mlflow.MlflowClient(f"sqlite:///{db}").search_runs(
-        [mlflow.MlflowClient(f"sqlite:///{db}").get_experiment_by_name("raypipe-mtts").experiment_id],
+        [mlflow.MlflowClient(f"sqlite:///{db}").get_experiment_by_name("raypipe").experiment_id],
         "tags.`raypipe.kind` = 'stage'")
     assert sorted(r.data.tags["raypipe.stage"] for r in runs) == ["aux_optical", "aux_sar", "source", "target"]
     assert all(r.info.status == "FINISHED" for r in runs)

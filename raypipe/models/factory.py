@@ -22,12 +22,20 @@ from typing import Any, Mapping
 from torch import nn
 
 from raypipe.errors import ConfigError
+from raypipe.registry import Registry
 from raypipe.models.multimodal import FUSIONS, MODALITIES, MultiModalNet
 from raypipe.models.resnet import RESNET_DEPTHS, RESNET_NORMS, RESNET_STEMS, ResNet
 
-__all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL_KINDS"]
+__all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL_KINDS", "MODELS", "register_model"]
 
-MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal")
+# Model kinds are open: ``register_model("my_kind", build_fn)`` where ``build_fn(spec, field) -> nn.Module``
+# validates its own spec (raising ConfigError naming ``field.<key>``) and builds the model.
+MODELS = Registry("model kind")
+MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal")  # the built-in kinds
+
+
+def register_model(kind: str, build=None):
+    return MODELS.register(kind, build)
 _RESNET_KEYS = {"kind", "depth", "width", "in_channels", "num_classes", "stem", "zero_init_residual", "dropout",
                 "norm"}
 _MULTIMODAL_KEYS = {"kind", "num_classes", "fusion", "variational"} | set(MODALITIES)
@@ -82,10 +90,10 @@ def _check_keys(spec: Mapping[str, Any], allowed: set[str], field: str, hint: st
 
 def _kind(spec: Mapping[str, Any], field: str) -> str:
     if "kind" not in spec:
-        raise ConfigError(_join(field, "kind"), f"is required; one of {list(MODEL_KINDS)}")
+        raise ConfigError(_join(field, "kind"), f"is required; one of {MODELS.names()}")
     kind = spec["kind"]
-    if kind not in MODEL_KINDS:
-        raise ConfigError(_join(field, "kind"), f"unknown model kind {kind!r}; one of {list(MODEL_KINDS)}")
+    if kind not in MODELS:
+        raise ConfigError(_join(field, "kind"), f"unknown model kind {kind!r}; one of {MODELS.names()}")
     return kind
 
 
@@ -122,9 +130,16 @@ def build_model(spec: Mapping[str, Any], field: str = "model") -> nn.Module:
     Raises ``ConfigError`` for an unknown kind or key, a missing required key, or a bad value.
     """
     spec = _check_mapping(spec, field)
-    kind = _kind(spec, field)
-    if kind == "resnet":
-        return _build_resnet(spec, field, encoder=False)
+    return MODELS.get(_kind(spec, field))(spec, field)
+
+
+@register_model("resnet")
+def _resnet(spec: Mapping[str, Any], field: str) -> ResNet:
+    return _build_resnet(spec, field, encoder=False)
+
+
+@register_model("multimodal")
+def _multimodal(spec: Mapping[str, Any], field: str) -> MultiModalNet:
     _check_keys(spec, _MULTIMODAL_KEYS, field)
     encoders = {}
     for m in MODALITIES:
@@ -144,7 +159,7 @@ def model_spec_in_channels(spec: Mapping[str, Any], field: str = "model") -> dic
     """Input band counts a spec expects: ``{"optical": n, "sar": m}`` for a multimodal spec,
     ``{"input": n}`` for a single-input resnet. Validates only what it reads."""
     spec = _check_mapping(spec, field)
-    if _kind(spec, field) == "resnet":
+    if _kind(spec, field) != "multimodal":
         return {"input": _int(spec, "in_channels", field)}
     out = {}
     for m in MODALITIES:
