@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raypipe.data.raster import write_geotiff
+from raypipe.raster import write_geotiff
 
 REAL_CR = "SEN12MS-CR/GLF-CR/data"
 REAL_CR_PLACES = ("ROIs1970_fall_139_p839", "ROIs2017_winter_112_p797")

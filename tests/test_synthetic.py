@@ -22,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from raypipe import storage
 from raypipe.data import synthetic
-from raypipe.data.bands import S2_BANDS, S2_LAND_BANDS, band_indexes
+from raypipe.bands import S2_BANDS, S2_LAND_BANDS, band_indexes
 from raypipe.data.synthetic import CLASS_TO_IGBP, CLASSES, generate
 from raypipe.errors import ConfigError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raypipe.data import bands as B
+from raypipe import bands as B
 from raypipe.data.labels import CLOUDSEG_CLASSES, SIMPLIFIED_IGBP, WHU_CLASSES
 from raypipe.errors import ConfigError
 

@@ -28,11 +28,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from raypipe import storage
+from raypipe import bands as B
+from raypipe import raster, storage
 from raypipe.clouds.stage import CloudConfig, CloudStage
-from raypipe.data import bands as B
 from raypipe.data import quarantine
-from raypipe.data import raster
 from raypipe.data.datasets import DatasetSpec, get_spec
 from raypipe.data.labels import map_label_map
 from raypipe.data.manifest import check_files_exist, read_manifest

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raypipe import storage
-from raypipe.data import m3mcr, raster, sen12ms, whu_opt_sar
+from raypipe import raster
+from raypipe.data import m3mcr, sen12ms, whu_opt_sar
 from raypipe.data.datasets import DatasetSpec, get_spec
 from raypipe.data.labels import read_label_table, resolve_label, simplified_igbp_majority
 from raypipe.data.manifest import make_frame, write_manifest

@@ -95,8 +95,8 @@ from scipy import ndimage
 
 from raypipe import storage
 from raypipe.clouds.simulate import CLEAR_MAX, FULL_MIN, PRESETS, CoverageDistribution, simulate_clouds
-from raypipe.data.bands import S1_BANDS, S2_BANDS, S2_SCALE, band_indexes
-from raypipe.data.raster import write_geotiff
+from raypipe.bands import S1_BANDS, S2_BANDS, S2_SCALE, band_indexes
+from raypipe.raster import write_geotiff
 from raypipe.errors import ConfigError
 
 SYNTHETIC_VERSION = 1  # bump whenever the content generated for a given seed changes
