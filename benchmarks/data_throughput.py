@@ -126,7 +126,7 @@ def generate_source(out: str, tiles: int, size: int, seed: int = 0, workers: int
     needed here and would double the setup time, so the source tile specs are rendered with the
     generator's own per-tile function. Falls back to ``generate`` if that internal API changes.
     """
-    from raypipe.data import synthetic as syn
+    from raypipe import synthetic as syn
 
     try:
         specs = syn.plan(tiles, size, seed, 50)["source"]

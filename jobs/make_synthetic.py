@@ -4,7 +4,7 @@
     python jobs/make_synthetic.py --out s3://bucket/synthetic --tiles 2000 --size 256 --seed 0 --with-reference
 
 --tiles is per domain (source and target each get N). Layout, content and synthetic.json are
-described in raypipe/data/synthetic.py. Results on this benchmark are not the paper's numbers.
+described in raypipe/synthetic/. Results on this benchmark are not the paper's numbers.
 Endpoint and credentials for s3:// come from the standard AWS environment / config (AWS_ENDPOINT_URL, …).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raypipe.data.synthetic import CLOUD_PRESETS, generate
+from raypipe.synthetic import CLOUD_PRESETS, generate
 from raypipe.errors import RaypipeError
 
 

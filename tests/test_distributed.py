@@ -78,7 +78,7 @@ def tiny_job(tmp_path, train):
     """A supervised stage on a 40-tile generated benchmark (source domain, clear optical)."""
     from raypipe.data.pipeline import DataConfig, TilePipeline
     from raypipe.data.prepare import prepare
-    from raypipe.data.synthetic import generate
+    from raypipe.synthetic import generate
     from raypipe.stages.runner import StageJob
 
     if not (tmp_path / "m.parquet").exists():

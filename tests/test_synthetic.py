@@ -1,4 +1,4 @@
-"""The generated cloudy-transfer benchmark (raypipe.data.synthetic, DESIGN §7b).
+"""The generated cloudy-transfer benchmark (raypipe.synthetic, DESIGN §7b).
 
 Checks the files (exact SEN12MS / SEN12MS-CR layout, bands, dtypes, CRS), determinism across
 worker counts, labels recoverable from ``lc``, cloud coverage spread and brightness, s3://
@@ -21,9 +21,9 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from raypipe import storage
-from raypipe.data import synthetic
+from raypipe import synthetic
 from raypipe.bands import S2_BANDS, S2_LAND_BANDS, band_indexes
-from raypipe.data.synthetic import CLASS_TO_IGBP, CLASSES, generate
+from raypipe.synthetic import CLASS_TO_IGBP, CLASSES, generate
 from raypipe.errors import ConfigError
 
 SMALL = dict(tiles=40, size=32, seed=7, scene_size=5)  # 8 scenes per domain, 2 of them test
@@ -327,3 +327,4 @@ def test_command_line(tmp_path, capsys):
     assert meta["preset"] == "thin" and meta["tiles"] == 10
     assert cli.main(["--out", str(out), "--tiles", "5", "--size", "16", "--seed", "0"]) == 2
     assert "--tiles" in capsys.readouterr().err
+
