@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True, help="everything is determined by it")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all usable cores)")
     p.add_argument("--cloud-preset", default="thick", help=f"cloud simulator preset: {', '.join(CLOUD_PRESETS)}")
-    p.add_argument("--scene-size", type=int, default=50, help="patches per scene (scenes are split train/test)")
+    p.add_argument("--scene-size", type=int, default=None,
+                   help="patches per scene (scenes are split train/test); default 50, or tiles // 5 when 50 "
+                        "would leave fewer than 5 scenes per domain")
     p.add_argument("--with-reference", action="store_true",
                    help="also write the cloud-free target S2 (ROIs1970_fall_s2); off by default")
     args = p.parse_args(argv)

@@ -70,6 +70,9 @@ the test scenes per domain, per-split class counts, the cloud-coverage summary (
 templates and one record per tile (id, scene, patch, split, label, dominant fraction and,
 for the target, cloud fraction).
 
+Parameters: ``scene_size`` defaults to 50 patches per scene, or ``tiles // 5`` when 50 would
+leave fewer than 5 scenes per domain (:func:`~raypipe.synthetic.writer.default_scene_size`).
+
 Python::
 
     from raypipe.synthetic import generate, render_tiles
@@ -92,6 +95,7 @@ from raypipe.synthetic.layout import (
     DOMAINS,
     LAYOUT,
     METADATA_FILE,
+    MIN_SCENES,
     PIXEL_SIZE_M,
     ROIS,
     SAMPLE_ID_FORMAT,
@@ -120,6 +124,7 @@ from raypipe.synthetic.writer import (
     RenderedTile,
     _render_chunk,
     cloud_salt,
+    default_scene_size,
     default_workers,
     generate,
     render_config,
@@ -131,8 +136,9 @@ from raypipe.synthetic.writer import (
 
 __all__ = [
     "CLASSES", "CLASS_TO_IGBP", "CLASS_TO_LCCS", "CLOUD_PRESETS", "DEFAULT_SCENE_SIZE", "DOMAINS", "DomainGap",
-    "LAYOUT", "LC_BANDS", "METADATA_FILE", "MIN_SIZE", "MIN_TILES", "PIXEL_SIZE_M", "ROIS",
+    "LAYOUT", "LC_BANDS", "METADATA_FILE", "MIN_SCENES", "MIN_SIZE", "MIN_TILES", "PIXEL_SIZE_M", "ROIS",
     "RenderConfig", "RenderedTile", "S1_BACKSCATTER_DB", "S2_SPECTRA", "SAMPLE_ID_FORMAT", "SAR_LOOKS",
-    "SYNTHETIC_VERSION", "TEST_SCENE_FRACTION", "TileSpec", "class_map", "cloud_salt", "default_workers", "generate", "held_out_scenes", "plan", "render_config", "render_lc", "render_optical",
+    "SYNTHETIC_VERSION", "TEST_SCENE_FRACTION", "TileSpec", "class_map", "cloud_salt", "default_scene_size",
+    "default_workers", "generate", "held_out_scenes", "plan", "render_config", "render_lc", "render_optical",
     "render_sar", "render_tile", "render_tiles", "scene_count", "to_uint16", "validate", "write_tiles",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 SYNTHETIC_VERSION = 1  # bump whenever the content generated for a given seed changes
 
 TEST_SCENE_FRACTION = 0.2
-DEFAULT_SCENE_SIZE = 50  # patches per scene
+DEFAULT_SCENE_SIZE = 50  # patches per scene when there are tiles enough (see writer.default_scene_size)
+MIN_SCENES = 5  # scenes per domain the default scene size aims for: 1 / TEST_SCENE_FRACTION
 PIXEL_SIZE_M = 10.0
 
 DOMAINS: tuple[str, ...] = ("source", "target")

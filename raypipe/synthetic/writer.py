@@ -39,6 +39,7 @@ from raypipe.synthetic.layout import (
     DOMAINS,
     LAYOUT,
     METADATA_FILE,
+    MIN_SCENES,
     PIXEL_SIZE_M,
     ROIS,
     SAMPLE_ID_FORMAT,
@@ -167,9 +168,17 @@ def _integer(value, flag: str, minimum: int, what: str) -> int:
     return int(value)
 
 
+def default_scene_size(tiles: int) -> int:
+    """Patches per scene when none is given: :data:`DEFAULT_SCENE_SIZE` (50) when that leaves at least
+    :data:`MIN_SCENES` (5) scenes per domain, else ``tiles // MIN_SCENES``, so that the ~20 % test
+    fraction can be held out and every split gets scenes (10 tiles -> 2 per scene, 5 scenes)."""
+    return min(DEFAULT_SCENE_SIZE, max(1, tiles // MIN_SCENES))
+
+
 def validate(tiles: int, size: int, seed: int, workers: int | None, preset: str,
-             scene_size: int = DEFAULT_SCENE_SIZE) -> tuple[int, int, int, int | None, int]:
-    """Check the parameters (ConfigError naming the command-line flag); returns them as plain ints."""
+             scene_size: int | None = None) -> tuple[int, int, int, int | None, int]:
+    """Check the parameters (ConfigError naming the command-line flag); returns them as plain ints.
+    ``scene_size=None`` is replaced by :func:`default_scene_size` of ``tiles``."""
     tiles = _integer(tiles, "--tiles", MIN_TILES, "tiles per domain")
     size = _integer(size, "--size", MIN_SIZE, "tile side in pixels")
     seed = _integer(seed, "--seed", 0, "random seed")
@@ -177,6 +186,8 @@ def validate(tiles: int, size: int, seed: int, workers: int | None, preset: str,
         workers = _integer(workers, "--workers", 1, "worker processes")
     if preset not in CLOUD_PRESETS:
         raise ConfigError("--cloud-preset", f"unknown preset {preset!r}; known: {', '.join(CLOUD_PRESETS)}")
+    if scene_size is None:
+        scene_size = default_scene_size(tiles)
     scene_size = _integer(scene_size, "--scene-size", 1, "patches per scene")
     if scene_count(tiles, scene_size) < 2:
         raise ConfigError("--scene-size", f"{scene_size} patches per scene gives a single scene for {tiles} tiles; "
@@ -212,7 +223,7 @@ def _chunks(items: list, n: int) -> list[list]:
 
 
 def render_tiles(out: str, tiles: int, size: int, seed: int, *, domains: Iterable[str] = DOMAINS,
-                 scene_size: int = DEFAULT_SCENE_SIZE, preset: str = "thick", with_reference: bool = False,
+                 scene_size: int | None = None, preset: str = "thick", with_reference: bool = False,
                  workers: int | None = None, quiet: bool = True) -> list[dict]:
     """Write the tiles of ``domains`` (default both) under ``out``, without ``synthetic.json``.
 
@@ -281,12 +292,13 @@ def render_tiles(out: str, tiles: int, size: int, seed: int, *, domains: Iterabl
 
 
 def generate(out: str, tiles: int, size: int, seed: int, workers: int | None = None, preset: str = "thick",
-             scene_size: int = DEFAULT_SCENE_SIZE, with_reference: bool = False, *, quiet: bool = False) -> dict:
+             scene_size: int | None = None, with_reference: bool = False, *, quiet: bool = False) -> dict:
     """Generate the benchmark under ``out`` (path or URI); returns the ``synthetic.json`` content.
 
     ``tiles`` tiles per domain (source and target each), ``size`` x ``size`` pixels, fully
     determined by ``seed``. ``workers`` processes (default: all usable cores; 1 = in this
-    process). Progress (tiles done / total, tiles/s) is printed unless ``quiet``.
+    process). ``scene_size`` patches per scene (default :func:`default_scene_size` of ``tiles``).
+    Progress (tiles done / total, tiles/s) is printed unless ``quiet``.
     """
     tiles, size, seed, workers, scene_size = validate(tiles, size, seed, workers, preset, scene_size)
     started = time.monotonic()
