@@ -8,7 +8,7 @@ from conftest import upload_tree
 from fixtures import layout_real_sen12ms_cr, make_sen12ms, make_whu
 from raypipe.config import from_dict
 from raypipe import bands as B
-from raypipe.data.labels import WORLDCOVER_TO_CLOUDSEG
+from raypipe.data.datasets.m3mcr import WORLDCOVER_TO_CLOUDSEG
 from raypipe.data.pipeline import DataConfig, TilePipeline
 from raypipe.data.prepare import prepare
 

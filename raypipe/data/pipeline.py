@@ -33,7 +33,6 @@ from raypipe import raster, storage
 from raypipe.clouds.stage import CloudConfig, CloudStage
 from raypipe.data import quarantine
 from raypipe.data.datasets import DatasetSpec, get_spec
-from raypipe.data.labels import map_label_map
 from raypipe.data.manifest import check_files_exist, read_manifest
 from raypipe.errors import BadTileError, ConfigError, RaypipeError
 
@@ -92,7 +91,7 @@ class Normaliser:
 
     def __init__(self, cfg: NormaliseConfig, spec: DatasetSpec, optical_bands: tuple[str, ...]):
         n_opt, n_sar = len(optical_bands), len(spec.sar_bands)
-        known_opt = spec.is_sentinel2 and set(optical_bands) <= set(B.S2_LAND_BANDS)
+        known_opt = spec.optical_stats is not None and spec.optical_stats.covers(optical_bands)
         mode = cfg.mode
         if mode == "auto":
             mode = "zscore" if (cfg.optical_mean or known_opt) else "minmax"
@@ -104,18 +103,14 @@ class Normaliser:
         elif mode == "minmax":
             self.opt = (np.zeros(n_opt), np.full(n_opt, spec.optical_scale))
             self.opt_clip = (0.0, spec.optical_scale)
-            if spec.sar_bands == B.S1_BANDS:  # dB: clip(-25, 0) / 25 + 1  ==  (x + 25) / 25
-                self.sar, self.sar_clip = (np.full(n_sar, -25.0), np.full(n_sar, 25.0)), (-25.0, 0.0)
-            else:
-                self.sar, self.sar_clip = (np.zeros(n_sar), np.full(n_sar, 255.0)), (0.0, 255.0)
+            lo, hi = spec.sar_range  # S1 dB: clip(-25, 0) / 25 + 1  ==  (x + 25) / 25
+            self.sar, self.sar_clip = (np.full(n_sar, lo), np.full(n_sar, hi - lo)), (lo, hi)
         else:  # zscore
             self.opt_clip = self.sar_clip = None
             if cfg.optical_mean:
                 mean, std = cfg.optical_mean, cfg.optical_std
             elif known_opt:
-                idx = B.band_indexes(B.S2_LAND_BANDS, optical_bands)
-                mean = [B.SEN12MS_S2_LAND_MEAN[i] for i in idx]
-                std = [B.SEN12MS_S2_LAND_STD[i] for i in idx]
+                mean, std = spec.optical_stats.select(optical_bands)
             else:
                 raise ConfigError("data.normalise.optical_mean", f"no published z-score constants for bands "
                                   f"{list(optical_bands)} of {spec.name}: give optical_mean/optical_std or use minmax")
@@ -123,8 +118,8 @@ class Normaliser:
                 raise ConfigError("data.normalise.optical_std", f"needs {n_opt} values (one per selected band)")
             if cfg.sar_mean:
                 smean, sstd = cfg.sar_mean, cfg.sar_std
-            elif spec.sar_bands == B.S1_BANDS:
-                smean, sstd = B.SEN12MS_S1_MEAN, B.SEN12MS_S1_STD
+            elif spec.sar_stats is not None:
+                smean, sstd = spec.sar_stats.mean, spec.sar_stats.std
             else:
                 raise ConfigError("data.normalise.sar_mean", f"no published constants for {spec.name} SAR")
             if len(smean) != n_sar or len(sstd) != n_sar:
@@ -169,7 +164,6 @@ class _Plan:
     band_idx: list[int]
     optical_bands: tuple[str, ...]
     ledger: str
-    windowed: bool
 
 
 def _resolve_bands(cfg: DataConfig, spec: DatasetSpec) -> tuple[tuple[str, ...], list[int]]:
@@ -207,7 +201,7 @@ class _Worker:
     def _read(self, uri: str, bands: int, dtypes, size, row) -> np.ndarray:
         expect = raster.Expect(bands=bands, dtypes=dtypes, size=size,
                                max_invalid_fraction=self.plan.cfg.max_invalid_fraction)
-        if self.plan.windowed:
+        if self.plan.spec.windowed_reads:
             r, c = int(row["row"]), int(row["col"])
             return raster.read_window(uri, r, c, size[0], size[1], expect)
         return raster.read(uri, expect)
@@ -229,7 +223,7 @@ class _Worker:
             out["sar"] = self.norm.sar_(sar)
         if spec.task == "segmentation":
             lab = self._read(row["label_uri"], 1, None, (ah, aw), row)
-            out["label_map"] = map_label_map(lab, spec.label_scheme).astype(np.int64)
+            out["label_map"] = spec.map_labels(lab).astype(np.int64)
         return out
 
     def augment(self, s: dict, rng: np.random.Generator) -> dict:
@@ -387,8 +381,7 @@ class TilePipeline:
         if cfg.check_files:
             self._check_files(optical_col)
         self.ledger, self._ledger_handle = quarantine.create_ledger(ledger)
-        windowed = self.spec.name == "whu-opt-sar"
-        self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger, windowed)
+        self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger)
 
     @property
     def num_optical_bands(self) -> int:
