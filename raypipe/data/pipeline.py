@@ -174,10 +174,22 @@ def _resolve_bands(cfg: DataConfig, spec: DatasetSpec) -> tuple[tuple[str, ...],
         raise ConfigError("data.optical_bands", f"{exc.args[0]} for dataset {spec.name}") from None
 
 
-class _Worker:
-    """The per-task state: cloud stage, normaliser, thread pool (built once per worker process)."""
+class SampleReader:
+    """Turns one manifest row into one model-ready sample: the pipeline's per-sample work.
 
-    _cache: dict[str, "_Worker"] = {}
+    ``load(row)`` = storage read → raster decode and check → cloud stage → normalise, returning
+    ``{"optical", "cloud_mask"[, "sar"][, "label_map"]}`` as float32 / uint8 / int64 arrays, or
+    raising a :class:`~raypipe.errors.BadTileError` naming the file. It holds the per-process state
+    (cloud stage, normaliser, a ``read_threads`` thread pool), built from a :class:`TilePipeline`'s
+    ``plan`` (small and picklable: build the reader in the process that reads)::
+
+        reader = SampleReader(pipe.plan)           # or pipe.sample_reader()
+        sample = reader.load(pipe.frame.iloc[0].to_dict())
+
+    Ray Data tasks reuse one reader per pipeline per process (:meth:`get`).
+    """
+
+    _cache: dict[str, "SampleReader"] = {}
 
     def __init__(self, plan: _Plan):
         self.plan = plan
@@ -188,7 +200,7 @@ class _Worker:
         self.pool = ThreadPoolExecutor(cfg.read_threads)
 
     @classmethod
-    def get(cls, plan: _Plan) -> "_Worker":
+    def get(cls, plan: _Plan) -> "SampleReader":
         """One worker state per pipeline per process (the plan is unpickled anew for every task)."""
         key = plan.ledger
         if key not in cls._cache:
@@ -260,10 +272,17 @@ def _empty(plan: _Plan, h: int, w: int) -> dict:
     return out
 
 
-def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
-    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays."""
-    worker = _Worker.get(plan)
-    rows = batch.to_dict("records")
+_Worker = SampleReader  # the old private name (benchmarks/data_throughput.py); use SampleReader
+
+
+def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = None) -> dict:
+    """Manifest rows (dicts, with the pipeline's ``index`` column) → one batch of model-ready arrays.
+
+    What every Ray Data task of the pipeline runs: each row through :meth:`SampleReader.load` on
+    the reader's thread pool, bad tiles raised or quarantined (``on_bad_tile``), augmentation,
+    then stacked, with ``sample_id``, ``index``, ``cloud_fraction`` and (classification)
+    ``label``. ``reader`` defaults to this process's cached reader for ``plan``."""
+    worker = reader or SampleReader.get(plan)
 
     def one(row):
         try:
@@ -294,6 +313,11 @@ def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
     if plan.spec.task != "segmentation":
         out["label"] = np.array([r["label"] for r, _ in good], dtype=np.int64)
     return out
+
+
+def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
+    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays."""
+    return decode_rows(batch.to_dict("records"), plan)
 
 
 _BAD_TILE_RE = re.compile(r"bad tile (?P<uri>.+?) \[(?P<reason>[a-z_]+)\]: (?P<detail>[^\n]*)")
@@ -382,6 +406,25 @@ class TilePipeline:
             self._check_files(optical_col)
         self.ledger, self._ledger_handle = quarantine.create_ledger(ledger)
         self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger)
+
+    def sample_reader(self) -> SampleReader:
+        """A new :class:`SampleReader` for this pipeline, in this process (``reader.load(row)``)."""
+        return SampleReader(self.plan)
+
+    def read_rows(self, rows: list[dict] | pd.DataFrame | None = None) -> dict:
+        """Decode manifest rows into one batch, in this process, without Ray Data: the same arrays
+        the pipeline's tasks produce (``iter_batches`` with ``batch_size=None`` yields such batches).
+
+        ``rows``: rows of :attr:`frame` (a DataFrame slice or its ``to_dict("records")``; default:
+        the whole frame). Bad tiles raise or are quarantined as configured. For benchmarks, tests
+        and debugging; training should stream :meth:`dataset`."""
+        if rows is None:
+            rows = self.frame
+        if isinstance(rows, pd.DataFrame):
+            rows = rows.to_dict("records")
+        if not rows:
+            raise ConfigError("rows", "no manifest rows to read")
+        return decode_rows(list(rows), self.plan)
 
     @property
     def num_optical_bands(self) -> int:
