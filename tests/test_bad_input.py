@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures import make_sen12ms
+from data.sen12ms import make_sen12ms
 from raypipe.config import from_dict
 from raypipe.data.pipeline import DataConfig, TilePipeline
 from raypipe.data.prepare import prepare

@@ -34,9 +34,10 @@ Sample id: ``<season>_<aoi>_p_<n>``. A sample needs ``planet_cloudy``, ``S1`` an
 
 **Splits.** The release's ``train`` / ``test`` folders.
 
-**Source / citation.** Xu F., Shi Y., Ebel P., Yang W., Zhu X. X., "Multimodal and Multiresolution
-Data Fusion for High-Resolution Cloud Removal: A Novel Baseline and Benchmark", IEEE TGRS 2023;
-code and samples: github.com/xufangchn/CloudSeg, github.com/zhu-xlab/M3R-CR.
+**Source / citation.** Xu F. et al., "Multimodal and Multiresolution Data Fusion for
+High-Resolution Cloud Removal: A Novel Baseline and Benchmark", IEEE TGRS 2023 (M3R-CR), and
+the CloudSeg code release; samples: github.com/xufangchn/CloudSeg (``M3R-CR/``), identical to
+github.com/zhu-xlab/M3R-CR (``M3M-CR/``).
 
     prepare("m3m-cr", "/data/M3M-CR", "m3m.parquet", with_cloud_stats=True)
 """

@@ -30,9 +30,9 @@ scene edge), so a training step never fetches a whole 60 MB scene. Sample id:
 given as ``split_list``, else a deterministic 80/20 split of the sorted scene names (every fifth
 scene is test).
 
-**Source / citation.** Li X., Zhang G., Cui H., Hou S., Wang S., Li X., Chen Y., Li Z., Zhang L.,
-"MCANet: A joint semantic segmentation framework of optical and SAR images for land use
-classification", JAG 2022. github.com/AmberHen/WHU-OPT-SAR-dataset
+**Source / citation.** Li X. et al., "MCANet: A joint semantic segmentation framework of optical
+and SAR images for land use classification", Int. J. Appl. Earth Obs. Geoinf. (JAG), 2022.
+Release: github.com/AmberHen/WHU-OPT-SAR-dataset
 
     prepare("whu-opt-sar", "/data/WHU-OPT-SAR", "whu.parquet", tile_size=256, split_list="test.txt")
 """
