@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from harness import Timer, emit, median_seconds, repeat_rotating, run_info
 from raypipe.clouds.detect import DEFAULT_FACTOR, S2CloudlessDetector, load_s2cloudless, make_detector
 from raypipe.clouds.simulate import PRESETS, simulate_clouds
-from raypipe.data.bands import S2_SCALE
+from raypipe.bands import S2_SCALE
 
 TILES = ("ROIs1970_fall_139_p839", "ROIs2017_winter_112_p797")
 CLOUDY_DIR = "SEN12MS-CR/GLF-CR/data/s2_cloudy"

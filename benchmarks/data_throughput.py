@@ -7,7 +7,7 @@ In one run on this machine (everything local; setup time is excluded from every 
    ``AWS_ENDPOINT_URL`` exactly as S3 would be; ``--tiles`` N generated 256 x 256 tiles of the
    *source* domain of the synthetic benchmark (Sentinel-1 VV/VH float32 + 13-band Sentinel-2 L1C
    uint16 + land cover, SEN12MS layout) written to ``s3://bench/synthetic/source`` (by the
-   generator's per-tile renderer, :func:`render_tiles`); a manifest written by
+   generator's public renderer, ``raypipe.synthetic.render_tiles``); a manifest written by
    ``prepare("sen12ms", ...)`` on that folder.
 2. **Throughput**, the same work three ways: read S1 + S2 from the S3 server, decode, simulated
    clouds (``clouds.mode=simulate``, preset ``thick``), normalise (the pipeline's ``Normaliser``,
@@ -54,7 +54,6 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,24 +72,12 @@ TARGET_DETECT_IOU = 0.85
 TARGET_RSS_GROWTH = 0.20
 
 
-# --------------------------------------------------------------------------------------
-# The two uses of raypipe internals, one function each
-# --------------------------------------------------------------------------------------
-
-
 def per_sample(plan):
     """The pipeline's own per-sample function for ``plan``: ``load(row) -> dict`` of arrays (storage
     read -> raster decode -> ``CloudStage`` -> ``Normaliser``); builds its per-process state once."""
-    # TODO(merge): use the public API (raypipe.data.pipeline's public per-sample loader).
-    from raypipe.data.pipeline import _Worker
-    return _Worker(plan).load
+    from raypipe.data.pipeline import SampleReader
 
-
-def render_tiles(specs: list, cfg) -> list[dict]:
-    """Render and write the synthetic generator's tiles ``specs`` under ``cfg.out`` (one process)."""
-    # TODO(merge): use the public API (raypipe.data.synthetic's public tile renderer).
-    from raypipe.data import synthetic
-    return synthetic._render_chunk(specs, cfg)
+    return SampleReader(plan).load
 
 
 # --------------------------------------------------------------------------------------
@@ -99,26 +86,12 @@ def render_tiles(specs: list, cfg) -> list[dict]:
 
 
 def generate_source(out: str, tiles: int, size: int, seed: int = 0, workers: int = 2) -> None:
-    """N tiles of the synthetic benchmark's *source* domain (S1 + 13-band S2 + lc) under ``out``.
+    """N tiles of the synthetic benchmark's *source* domain (S1 + 13-band S2 + lc) under ``out``
+    (``<out>/source/...``). Only the source domain: the target's clouds and masks are not needed here
+    and would double the setup time."""
+    from raypipe.synthetic import render_tiles
 
-    ``synthetic.generate`` always writes both domains; the target domain (clouds, masks) is not
-    needed here and would double the setup time, so the source tile specs are rendered with the
-    generator's own per-tile renderer (:func:`render_tiles`). Falls back to ``generate`` if that
-    internal API changes.
-    """
-    from raypipe.data import synthetic as syn
-
-    try:
-        specs = syn.plan(tiles, size, seed, 50)["source"]
-        cfg = syn.RenderConfig(out, size, seed, "thick", False, syn.DomainGap.draw(seed), syn.cloud_salt(seed))
-        chunks = [specs[i:i + 16] for i in range(0, len(specs), 16)]
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in pool.map(render_tiles, chunks, [cfg] * len(chunks)):
-                pass
-    except (AttributeError, TypeError) as exc:
-        print(f"[setup] the generator's internals changed ({type(exc).__name__}: {exc}); "
-              "generating both domains with synthetic.generate instead", file=sys.stderr, flush=True)
-        syn.generate(out.rsplit("/source", 1)[0], tiles=tiles, size=size, seed=seed, workers=workers, quiet=True)
+    render_tiles(out, tiles, size, seed, domains=("source",), scene_size=50, workers=workers)
 
 
 def setup_data(server: S3TestServer, tiles: int, size: int) -> str:
@@ -127,7 +100,7 @@ def setup_data(server: S3TestServer, tiles: int, size: int) -> str:
 
     server.make_bucket(BUCKET)
     root = f"s3://{BUCKET}/synthetic/source"
-    generate_source(root, tiles, size)
+    generate_source(f"s3://{BUCKET}/synthetic", tiles, size)
     manifest = f"s3://{BUCKET}/synthetic-source.parquet"
     rep = prepare("sen12ms", root, manifest)
     if rep.samples_written != tiles:

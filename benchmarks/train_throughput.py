@@ -39,7 +39,7 @@ def main() -> None:
     from raypipe.config import from_dict
     from raypipe.data.pipeline import DataConfig, TilePipeline, to_torch
     from raypipe.data.prepare import prepare
-    from raypipe.data.synthetic import generate
+    from raypipe.synthetic import generate
     from raypipe.models import build_model
     from raypipe.engine.config import RayConfig, TrainConfig
     from raypipe.engine.runner import StageJob, fit

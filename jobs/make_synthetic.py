@@ -4,7 +4,7 @@
     python jobs/make_synthetic.py --out s3://bucket/synthetic --tiles 2000 --size 256 --seed 0 --with-reference
 
 --tiles is per domain (source and target each get N). Layout, content and synthetic.json are
-described in raypipe/data/synthetic.py. Results on this benchmark are not the paper's numbers.
+described in raypipe/synthetic/. Results on this benchmark are not the paper's numbers.
 Endpoint and credentials for s3:// come from the standard AWS environment / config (AWS_ENDPOINT_URL, …).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raypipe.data.synthetic import CLOUD_PRESETS, generate
+from raypipe.synthetic import CLOUD_PRESETS, generate
 from raypipe.errors import RaypipeError
 
 
@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True, help="everything is determined by it")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all usable cores)")
     p.add_argument("--cloud-preset", default="thick", help=f"cloud simulator preset: {', '.join(CLOUD_PRESETS)}")
-    p.add_argument("--scene-size", type=int, default=50, help="patches per scene (scenes are split train/test)")
+    p.add_argument("--scene-size", type=int, default=None,
+                   help="patches per scene (scenes are split train/test); default 50, or tiles // 5 when 50 "
+                        "would leave fewer than 5 scenes per domain")
     p.add_argument("--with-reference", action="store_true",
                    help="also write the cloud-free target S2 (ROIs1970_fall_s2); off by default")
     args = p.parse_args(argv)

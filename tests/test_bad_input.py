@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures import make_sen12ms
+from data.sen12ms import make_sen12ms
 from raypipe.config import from_dict
 from raypipe.data.pipeline import DataConfig, TilePipeline
 from raypipe.data.prepare import prepare
-from raypipe.data.raster import write_geotiff
+from raypipe.raster import write_geotiff
 from raypipe.errors import BadTileError, ConfigError, ManifestError, StorageError
 
 S2 = "ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p31.tif"

@@ -27,7 +27,7 @@ from raypipe.clouds import (
     shadow_mask,
     simulate_clouds,
 )
-from raypipe.data.bands import S2_BANDS, S2CLOUDLESS_BANDS, band_indexes
+from raypipe.bands import S2_BANDS, S2CLOUDLESS_BANDS, band_indexes
 from raypipe.errors import ConfigError
 
 CLOUDY_TILE = "ROIs1970_fall_139_p839"  # thick clouds over much of the tile

@@ -78,8 +78,8 @@ def tiny_job(tmp_path, train):
     """A supervised stage on a 40-tile generated benchmark (source domain, clear optical)."""
     from raypipe.data.pipeline import DataConfig, TilePipeline
     from raypipe.data.prepare import prepare
-    from raypipe.data.synthetic import generate
     from raypipe.engine.runner import StageJob
+    from raypipe.synthetic import generate
 
     if not (tmp_path / "m.parquet").exists():
         generate(str(tmp_path / "b"), tiles=40, size=16, seed=0, scene_size=10, quiet=True)

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from conftest import upload_tree
-from fixtures import layout_real_sen12ms_cr, make_sen12ms, make_sen12ms_cr, make_whu
+from data.sen12ms import make_sen12ms
+from data.sen12ms_cr import layout_real_sen12ms_cr, make_sen12ms_cr
+from data.whu_opt_sar import make_whu
 from raypipe.data.manifest import MANIFEST_COLUMNS, read_manifest
 from raypipe.data.prepare import prepare
 from raypipe.errors import BadTileError, ConfigError, DatasetNotFoundError

@@ -5,10 +5,12 @@ import pytest
 import rasterio
 
 from conftest import upload_tree
-from fixtures import layout_real_sen12ms_cr, make_sen12ms, make_whu
+from data.sen12ms import make_sen12ms
+from data.sen12ms_cr import layout_real_sen12ms_cr
+from data.whu_opt_sar import make_whu
 from raypipe.config import from_dict
-from raypipe.data import bands as B
-from raypipe.data.labels import WORLDCOVER_TO_CLOUDSEG
+from raypipe import bands as B
+from raypipe.data.datasets.m3mcr import WORLDCOVER_TO_CLOUDSEG
 from raypipe.data.pipeline import DataConfig, TilePipeline
 from raypipe.data.prepare import prepare
 

@@ -1,4 +1,4 @@
-"""The generated cloudy-transfer benchmark (raypipe.data.synthetic, DESIGN §7b).
+"""The generated cloudy-transfer benchmark (raypipe.synthetic, DESIGN §7b).
 
 Checks the files (exact SEN12MS / SEN12MS-CR layout, bands, dtypes, CRS), determinism across
 worker counts, labels recoverable from ``lc``, cloud coverage spread and brightness, s3://
@@ -21,9 +21,9 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from raypipe import storage
-from raypipe.data import synthetic
-from raypipe.data.bands import S2_BANDS, S2_LAND_BANDS, band_indexes
-from raypipe.data.synthetic import CLASS_TO_IGBP, CLASSES, generate
+from raypipe import synthetic
+from raypipe.bands import S2_BANDS, S2_LAND_BANDS, band_indexes
+from raypipe.synthetic import CLASS_TO_IGBP, CLASSES, generate
 from raypipe.errors import ConfigError
 
 SMALL = dict(tiles=40, size=32, seed=7, scene_size=5)  # 8 scenes per domain, 2 of them test
@@ -327,3 +327,30 @@ def test_command_line(tmp_path, capsys):
     assert meta["preset"] == "thin" and meta["tiles"] == 10
     assert cli.main(["--out", str(out), "--tiles", "5", "--size", "16", "--seed", "0"]) == 2
     assert "--tiles" in capsys.readouterr().err
+
+
+def test_default_scene_size_follows_the_tile_count(tmp_path, capsys):
+    """``--tiles 10`` without ``--scene-size`` used to fail: the fixed default of 50 patches per scene
+    left one scene, so no test split. The default now leaves 5 scenes when 50 per scene would not."""
+    import importlib.util
+    from pathlib import Path
+
+    from raypipe.data.prepare import prepare
+
+    spec = importlib.util.spec_from_file_location(
+        "make_synthetic", Path(__file__).resolve().parents[1] / "jobs" / "make_synthetic.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "d"
+    assert cli.main(["--out", str(out), "--tiles", "10", "--size", "64", "--seed", "3"]) == 0, capsys.readouterr().err
+    meta = json.loads((out / "synthetic.json").read_text())
+    assert meta["scene_size"] == 2 and meta["scenes"] == {"source": 5, "target": 5}  # 10 tiles // 5 scenes
+    for domain in ("source", "target"):
+        assert len(meta["test_scenes"][domain]) == 1  # round(20 % of 5)
+        splits = [r["split"] for r in meta["samples"][domain]]
+        assert splits.count("test") == 2 and splits.count("train") == 8
+    rep = prepare("synthetic", str(out), str(tmp_path / "m.parquet"))
+    assert rep.splits == {"test": 4, "train": 16}
+    # 50 per scene stays the default wherever it leaves at least 5 scenes; an explicit value is kept
+    assert [synthetic.default_scene_size(n) for n in (10, 14, 24, 249, 250, 2000)] == [2, 2, 4, 49, 50, 50]
+    assert synthetic.validate(40, 16, 0, None, "thick", 5)[-1] == 5

@@ -1,6 +1,6 @@
 """Cloud (and cloud-shadow) detection on Sentinel-2 L1C tiles, on the fly (DESIGN §3).
 
-Inputs are ``(13, H, W)`` arrays in the band order of :data:`raypipe.data.bands.S2_BANDS`,
+Inputs are ``(13, H, W)`` arrays in the band order of :data:`raypipe.bands.S2_BANDS`,
 reflectance x 10000 (the SEN12MS / SEN12MS-CR uint16 encoding; float input with the same scale
 is accepted). Every detector returns ``(score, mask)``: a float32 ``(H, W)`` score in [0, 1]
 (a probability for s2cloudless) and a bool ``(H, W)`` cloud mask, both at full input resolution.
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from raypipe.data.bands import S2_BANDS, S2_SCALE, S2CLOUDLESS_BANDS, band_indexes
+from raypipe.bands import S2_BANDS, S2_SCALE, S2CLOUDLESS_BANDS, band_indexes
 from raypipe.errors import ConfigError
 
 DEFAULT_DETECTOR = "s2cloudless"

@@ -58,7 +58,7 @@ def _detector(cfg: CloudConfig):
 
 def read_mask(uri: str, shape: tuple[int, int]) -> np.ndarray:
     """A dataset mask (``.npy`` bool or single-band GeoTIFF) as bool (H, W), resized to ``shape``."""
-    from raypipe.data import raster
+    from raypipe import raster
 
     try:
         if uri.lower().endswith(".npy"):

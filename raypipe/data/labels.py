@@ -1,7 +1,9 @@
-"""Class schemes and label mappings (SEN12MS simplified IGBP, ESA WorldCover → CloudSeg, WHU-OPT-SAR).
+"""Label tools every dataset shares: user label tables, class-index resolution, label-map lookup tables.
 
 Class schemes are data, not hard-wired: a user can bring a label table (sample id → class name)
-and a class list (:func:`read_label_table`), and everything downstream follows it.
+and a class list (:func:`read_label_table`), and everything downstream follows it. Each dataset's
+own scheme (SEN12MS simplified IGBP, M3M-CR's WorldCover → CloudSeg, WHU-OPT-SAR's 0…70 codes)
+lives in its file under :mod:`raypipe.data.datasets`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -16,70 +19,21 @@ import pandas as pd
 from raypipe import storage
 from raypipe.errors import ConfigError
 
-# SEN12MS "simplified IGBP" scheme (10 classes) and the IGBP codes (1-17) each class gathers.
-SIMPLIFIED_IGBP: tuple[str, ...] = (
-    "Forest", "Shrubland", "Savanna", "Grassland", "Wetland",
-    "Cropland", "Urban", "Snow/Ice", "Barren", "Water",
-)
-IGBP_TO_SIMPLIFIED: dict[int, int] = {
-    1: 0, 2: 0, 3: 0, 4: 0, 5: 0,  # forests
-    6: 1, 7: 1,  # shrublands
-    8: 2, 9: 2,  # savannas
-    10: 3,  # grassland
-    11: 4,  # wetland
-    12: 5, 14: 5,  # cropland, cropland/natural mosaic
-    13: 6,  # urban
-    15: 7,  # snow/ice
-    16: 8,  # barren
-    17: 9,  # water
-}
-_IGBP_LUT = np.full(256, -1, dtype=np.int16)
-for _code, _cls in IGBP_TO_SIMPLIFIED.items():
-    _IGBP_LUT[_code] = _cls
+IGNORE_INDEX = 255  # label-map value that the loss and metrics ignore
 
 
-def simplified_igbp_majority(lc: np.ndarray) -> int:
-    """Scene label of a SEN12MS ``lc`` tile: the simplified-IGBP class covering most pixels (-1 if none)."""
-    igbp = np.asarray(lc[0] if lc.ndim == 3 else lc).astype(np.int64).ravel()
-    cls = _IGBP_LUT[np.clip(igbp, 0, 255)]
-    cls = cls[cls >= 0]
-    if cls.size == 0:
-        return -1
-    return int(np.bincount(cls, minlength=len(SIMPLIFIED_IGBP)).argmax())
+def lookup_table(mapping: dict[int, int], fill: int, dtype=np.uint8) -> np.ndarray:
+    """A 256-entry lookup table: ``table[code] = mapping[code]``, ``fill`` for every other code."""
+    table = np.full(256, fill, dtype=dtype)
+    for code, cls in mapping.items():
+        table[code] = cls
+    return table
 
 
-def igbp_probabilities_to_simplified(probs: np.ndarray) -> np.ndarray:
-    """17 IGBP class probabilities (official SEN12MS label file) → 10 simplified-IGBP probabilities."""
-    probs = np.asarray(probs, dtype=np.float64)
-    out = np.zeros(len(SIMPLIFIED_IGBP))
-    for code, cls in IGBP_TO_SIMPLIFIED.items():
-        out[cls] += probs[code - 1]
-    return out
-
-
-# ESA WorldCover codes → CloudSeg 6-class level-1 scheme (255 = ignore).
-CLOUDSEG_CLASSES: tuple[str, ...] = ("Forest", "Rangeland", "Agriculture", "Urban", "Barren", "Water")
-IGNORE_INDEX = 255
-WORLDCOVER_TO_CLOUDSEG: dict[int, int] = {10: 0, 20: 1, 30: 1, 40: 2, 50: 3, 60: 4, 80: 5, 90: 5,
-                                          70: IGNORE_INDEX, 95: IGNORE_INDEX, 100: IGNORE_INDEX}
-_WC_LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-for _code, _cls in WORLDCOVER_TO_CLOUDSEG.items():
-    _WC_LUT[_code] = _cls
-
-# WHU-OPT-SAR labels 0,10,…,70 → 0…7.
-WHU_CLASSES: tuple[str, ...] = ("background", "farmland", "city", "village", "water", "forest", "road", "others")
-_WHU_LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-for _i in range(8):
-    _WHU_LUT[_i * 10] = _i
-
-
-def map_label_map(label: np.ndarray, scheme: str) -> np.ndarray:
-    """Map a raw label raster to training indices for ``scheme`` ('worldcover' or 'whu')."""
-    lut = {"worldcover": _WC_LUT, "whu": _WHU_LUT}.get(scheme)
-    if lut is None:
-        raise ConfigError("data.label_scheme", f"unknown label-map scheme '{scheme}'")
+def apply_lookup(label: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Map a raw (1, H, W) or (H, W) label raster through a :func:`lookup_table` (codes clipped to 0…255)."""
     raw = np.asarray(label[0] if label.ndim == 3 else label)
-    return lut[np.clip(raw.astype(np.int64), 0, 255)]
+    return table[np.clip(raw.astype(np.int64), 0, 255)]
 
 
 def read_label_table(uri: str, classes: list[str] | None = None) -> tuple[dict[str, object], list[str] | None]:
@@ -117,12 +71,16 @@ def read_label_table(uri: str, classes: list[str] | None = None) -> tuple[dict[s
     return mapping, classes
 
 
-def resolve_label(value: object, classes: list[str], field: str) -> int:
-    """A label table value (class name, index, or probability vector) → class index."""
+def resolve_label(value: object, classes: list[str], field: str,
+                  reduce_probabilities: Callable[[np.ndarray, list[str]], np.ndarray] | None = None) -> int:
+    """A label table value (class name, index, or probability vector) → class index.
+
+    ``reduce_probabilities(probs, classes)`` lets a dataset map a probability vector over its
+    source scheme to ``classes`` first (SEN12MS: 17 IGBP probabilities → 10 simplified IGBP)."""
     if isinstance(value, (list, tuple, np.ndarray)):
         probs = np.asarray(value, dtype=float)
-        if probs.size == 17 and len(classes) == len(SIMPLIFIED_IGBP):
-            probs = igbp_probabilities_to_simplified(probs)
+        if reduce_probabilities is not None:
+            probs = reduce_probabilities(probs, classes)
         if probs.size != len(classes):
             raise ConfigError(field, f"probability vector of length {probs.size} for {len(classes)} classes")
         return int(np.argmax(probs))

@@ -28,13 +28,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from raypipe import storage
+from raypipe import bands as B
+from raypipe import raster, storage
 from raypipe.clouds.stage import CloudConfig, CloudStage
-from raypipe.data import bands as B
 from raypipe.data import quarantine
-from raypipe.data import raster
 from raypipe.data.datasets import DatasetSpec, get_spec
-from raypipe.data.labels import map_label_map
 from raypipe.data.manifest import check_files_exist, read_manifest
 from raypipe.errors import BadTileError, ConfigError, RaypipeError
 
@@ -93,7 +91,7 @@ class Normaliser:
 
     def __init__(self, cfg: NormaliseConfig, spec: DatasetSpec, optical_bands: tuple[str, ...]):
         n_opt, n_sar = len(optical_bands), len(spec.sar_bands)
-        known_opt = spec.is_sentinel2 and set(optical_bands) <= set(B.S2_LAND_BANDS)
+        known_opt = spec.optical_stats is not None and spec.optical_stats.covers(optical_bands)
         mode = cfg.mode
         if mode == "auto":
             mode = "zscore" if (cfg.optical_mean or known_opt) else "minmax"
@@ -105,18 +103,14 @@ class Normaliser:
         elif mode == "minmax":
             self.opt = (np.zeros(n_opt), np.full(n_opt, spec.optical_scale))
             self.opt_clip = (0.0, spec.optical_scale)
-            if spec.sar_bands == B.S1_BANDS:  # dB: clip(-25, 0) / 25 + 1  ==  (x + 25) / 25
-                self.sar, self.sar_clip = (np.full(n_sar, -25.0), np.full(n_sar, 25.0)), (-25.0, 0.0)
-            else:
-                self.sar, self.sar_clip = (np.zeros(n_sar), np.full(n_sar, 255.0)), (0.0, 255.0)
+            lo, hi = spec.sar_range  # S1 dB: clip(-25, 0) / 25 + 1  ==  (x + 25) / 25
+            self.sar, self.sar_clip = (np.full(n_sar, lo), np.full(n_sar, hi - lo)), (lo, hi)
         else:  # zscore
             self.opt_clip = self.sar_clip = None
             if cfg.optical_mean:
                 mean, std = cfg.optical_mean, cfg.optical_std
             elif known_opt:
-                idx = B.band_indexes(B.S2_LAND_BANDS, optical_bands)
-                mean = [B.SEN12MS_S2_LAND_MEAN[i] for i in idx]
-                std = [B.SEN12MS_S2_LAND_STD[i] for i in idx]
+                mean, std = spec.optical_stats.select(optical_bands)
             else:
                 raise ConfigError("data.normalise.optical_mean", f"no published z-score constants for bands "
                                   f"{list(optical_bands)} of {spec.name}: give optical_mean/optical_std or use minmax")
@@ -124,8 +118,8 @@ class Normaliser:
                 raise ConfigError("data.normalise.optical_std", f"needs {n_opt} values (one per selected band)")
             if cfg.sar_mean:
                 smean, sstd = cfg.sar_mean, cfg.sar_std
-            elif spec.sar_bands == B.S1_BANDS:
-                smean, sstd = B.SEN12MS_S1_MEAN, B.SEN12MS_S1_STD
+            elif spec.sar_stats is not None:
+                smean, sstd = spec.sar_stats.mean, spec.sar_stats.std
             else:
                 raise ConfigError("data.normalise.sar_mean", f"no published constants for {spec.name} SAR")
             if len(smean) != n_sar or len(sstd) != n_sar:
@@ -170,7 +164,6 @@ class _Plan:
     band_idx: list[int]
     optical_bands: tuple[str, ...]
     ledger: str
-    windowed: bool
 
 
 def _resolve_bands(cfg: DataConfig, spec: DatasetSpec) -> tuple[tuple[str, ...], list[int]]:
@@ -181,10 +174,22 @@ def _resolve_bands(cfg: DataConfig, spec: DatasetSpec) -> tuple[tuple[str, ...],
         raise ConfigError("data.optical_bands", f"{exc.args[0]} for dataset {spec.name}") from None
 
 
-class _Worker:
-    """The per-task state: cloud stage, normaliser, thread pool (built once per worker process)."""
+class SampleReader:
+    """Turns one manifest row into one model-ready sample: the pipeline's per-sample work.
 
-    _cache: dict[str, "_Worker"] = {}
+    ``load(row)`` = storage read → raster decode and check → cloud stage → normalise, returning
+    ``{"optical", "cloud_mask"[, "sar"][, "label_map"]}`` as float32 / uint8 / int64 arrays, or
+    raising a :class:`~raypipe.errors.BadTileError` naming the file. It holds the per-process state
+    (cloud stage, normaliser, a ``read_threads`` thread pool), built from a :class:`TilePipeline`'s
+    ``plan`` (small and picklable: build the reader in the process that reads)::
+
+        reader = SampleReader(pipe.plan)           # or pipe.sample_reader()
+        sample = reader.load(pipe.frame.iloc[0].to_dict())
+
+    Ray Data tasks reuse one reader per pipeline per process (:meth:`get`).
+    """
+
+    _cache: dict[str, "SampleReader"] = {}
 
     def __init__(self, plan: _Plan):
         self.plan = plan
@@ -195,7 +200,7 @@ class _Worker:
         self.pool = ThreadPoolExecutor(cfg.read_threads)
 
     @classmethod
-    def get(cls, plan: _Plan) -> "_Worker":
+    def get(cls, plan: _Plan) -> "SampleReader":
         """One worker state per pipeline per process (the plan is unpickled anew for every task)."""
         key = plan.ledger
         if key not in cls._cache:
@@ -208,7 +213,7 @@ class _Worker:
     def _read(self, uri: str, bands: int, dtypes, size, row) -> np.ndarray:
         expect = raster.Expect(bands=bands, dtypes=dtypes, size=size,
                                max_invalid_fraction=self.plan.cfg.max_invalid_fraction)
-        if self.plan.windowed:
+        if self.plan.spec.windowed_reads:
             r, c = int(row["row"]), int(row["col"])
             return raster.read_window(uri, r, c, size[0], size[1], expect)
         return raster.read(uri, expect)
@@ -230,7 +235,7 @@ class _Worker:
             out["sar"] = self.norm.sar_(sar)
         if spec.task == "segmentation":
             lab = self._read(row["label_uri"], 1, None, (ah, aw), row)
-            out["label_map"] = map_label_map(lab, spec.label_scheme).astype(np.int64)
+            out["label_map"] = spec.map_labels(lab).astype(np.int64)
         return out
 
     def augment(self, s: dict, rng: np.random.Generator) -> dict:
@@ -267,10 +272,16 @@ def _empty(plan: _Plan, h: int, w: int) -> dict:
     return out
 
 
-def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
-    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays."""
-    worker = _Worker.get(plan)
-    rows = batch.to_dict("records")
+
+
+def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = None) -> dict:
+    """Manifest rows (dicts, with the pipeline's ``index`` column) → one batch of model-ready arrays.
+
+    What every Ray Data task of the pipeline runs: each row through :meth:`SampleReader.load` on
+    the reader's thread pool, bad tiles raised or quarantined (``on_bad_tile``), augmentation,
+    then stacked, with ``sample_id``, ``index``, ``cloud_fraction`` and (classification)
+    ``label``. ``reader`` defaults to this process's cached reader for ``plan``."""
+    worker = reader or SampleReader.get(plan)
 
     def one(row):
         try:
@@ -301,6 +312,11 @@ def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
     if plan.spec.task != "segmentation":
         out["label"] = np.array([r["label"] for r, _ in good], dtype=np.int64)
     return out
+
+
+def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
+    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays."""
+    return decode_rows(batch.to_dict("records"), plan)
 
 
 _BAD_TILE_RE = re.compile(r"bad tile (?P<uri>.+?) \[(?P<reason>[a-z_]+)\]: (?P<detail>[^\n]*)")
@@ -388,8 +404,26 @@ class TilePipeline:
         if cfg.check_files:
             self._check_files(optical_col)
         self.ledger, self._ledger_handle = quarantine.create_ledger(ledger)
-        windowed = self.spec.name == "whu-opt-sar"
-        self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger, windowed)
+        self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger)
+
+    def sample_reader(self) -> SampleReader:
+        """A new :class:`SampleReader` for this pipeline, in this process (``reader.load(row)``)."""
+        return SampleReader(self.plan)
+
+    def read_rows(self, rows: list[dict] | pd.DataFrame | None = None) -> dict:
+        """Decode manifest rows into one batch, in this process, without Ray Data: the same arrays
+        the pipeline's tasks produce (``iter_batches`` with ``batch_size=None`` yields such batches).
+
+        ``rows``: rows of :attr:`frame` (a DataFrame slice or its ``to_dict("records")``; default:
+        the whole frame). Bad tiles raise or are quarantined as configured. For benchmarks, tests
+        and debugging; training should stream :meth:`dataset`."""
+        if rows is None:
+            rows = self.frame
+        if isinstance(rows, pd.DataFrame):
+            rows = rows.to_dict("records")
+        if not rows:
+            raise ConfigError("rows", "no manifest rows to read")
+        return decode_rows(list(rows), self.plan)
 
     @property
     def num_optical_bands(self) -> int:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def ensure_benchmark(cfg) -> str:
     """The generated benchmark's manifest, generating the tiles and the manifest if absent."""
     from raypipe.data.prepare import prepare
-    from raypipe.data.synthetic import generate
+    from raypipe.synthetic import generate
 
     b = cfg.data.benchmark
     out = b.out if not storage.is_local(b.out) else os.path.abspath(b.out)
