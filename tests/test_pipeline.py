@@ -13,6 +13,7 @@ from raypipe import bands as B
 from raypipe.data.datasets.m3mcr import WORLDCOVER_TO_CLOUDSEG
 from raypipe.data.pipeline import DataConfig, TilePipeline
 from raypipe.data.prepare import prepare
+from raypipe.errors import ConfigError
 
 
 def run(manifest, **cfg):
@@ -98,3 +99,31 @@ def test_whu_windows_match_the_scene(tmp_path, ray_session):
     with rasterio.open(tmp_path / "whu/lbl/NH49E001014.tif") as src:
         lbl = src.read(1)
     np.testing.assert_array_equal(out["label_map"][i], lbl[44:300, 264:520] // 10)
+
+
+def test_batches_with_both_clear_and_cloudy_optical(tmp_path):
+    """``optical="both"``: each sample carries its cloudy optical (through the cloud stage) as
+    ``optical`` and the cloud-free optical of the same tile as ``optical_clear``; each equals what the
+    single-acquisition pipelines give for the same rows (read in-process, no Ray needed)."""
+    from raypipe.synthetic import generate
+
+    generate(str(tmp_path / "b"), tiles=20, size=16, seed=1, scene_size=5, with_reference=True, quiet=True)
+    prepare("synthetic", str(tmp_path / "b"), str(tmp_path / "m.parquet"))
+
+    def pipe(optical):
+        return TilePipeline(from_dict(DataConfig, {"manifest": str(tmp_path / "m.parquet"), "domain": "target",
+                                                   "optical": optical, "use_sar": True}, "data"))
+
+    both, cloudy, clear = pipe("both").read_rows(), pipe("cloudy").read_rows(), pipe("clear").read_rows()
+    assert list(both["sample_id"]) == list(cloudy["sample_id"]) == list(clear["sample_id"])
+    np.testing.assert_array_equal(both["optical"], cloudy["optical"])
+    np.testing.assert_array_equal(both["optical_clear"], clear["optical"])
+    np.testing.assert_array_equal(both["cloud_fraction"], cloudy["cloud_fraction"])
+    assert both["cloud_fraction"].max() > 0.5  # the target has clouds, so the two acquisitions differ
+    assert not np.array_equal(both["optical"], both["optical_clear"])
+    assert "optical_clear" not in cloudy and both["sar"].shape[0] == len(both["sample_id"])
+    # the source domain of the benchmark has no cloudy acquisition: a clear error naming the field
+    with pytest.raises(ConfigError) as e:
+        TilePipeline(from_dict(DataConfig, {"manifest": str(tmp_path / "m.parquet"), "domain": "source",
+                                            "optical": "both"}, "data"))
+    assert e.value.field == "data.optical" and "cloudy" in str(e.value)

@@ -64,7 +64,10 @@ class DataConfig:
     manifest: str = ""
     split: str = ""  # "" = every split
     domain: str = ""  # "" = every domain (the generated benchmark has "source" and "target")
-    optical: Literal["clear", "cloudy"] = "cloudy"  # which optical acquisition feeds the model
+    # which optical acquisition feeds the model; "both": the cloudy one as ``optical`` and the
+    # cloud-free one of the same tile as ``optical_clear`` (datasets that have both: SEN12MS-CR,
+    # M3M-CR, the generated benchmark), for methods that learn from the pair (SPL, CloudSeg's teacher)
+    optical: Literal["clear", "cloudy", "both"] = "cloudy"
     optical_bands: list[str] = field(default_factory=list)  # [] = the dataset's default selection
     use_sar: bool = True
     clouds: CloudConfig = field(default_factory=CloudConfig)
@@ -228,6 +231,11 @@ class SampleReader:
         optical = self._read(opt_uri, len(spec.optical_bands), spec.optical_dtypes, (h, w), row)
         optical, mask = self.clouds(row["sample_id"], optical, row["cloud_mask_uri"])
         out = {"optical": self.norm.optical(optical, plan.band_idx), "cloud_mask": mask.astype(np.uint8)}
+        if plan.cfg.optical == "both":
+            if not row["optical_uri"]:
+                raise BadTileError(f"<{row['sample_id']}>", "missing", "no optical_uri (clear) for this sample")
+            clear = self._read(row["optical_uri"], len(spec.optical_bands), spec.optical_dtypes, (h, w), row)
+            out["optical_clear"] = self.norm.optical(clear, plan.band_idx)
         if plan.cfg.use_sar:
             if not row["sar_uri"]:
                 raise BadTileError(f"<{row['sample_id']}>", "missing", "no sar_uri for this sample")
@@ -246,7 +254,7 @@ class SampleReader:
         if a.vflip and rng.random() < 0.5:
             flips.append(lambda x: x[..., ::-1, :])
         k = int(rng.integers(4)) if a.rot90 else 0
-        for key in ("optical", "sar", "cloud_mask", "label_map"):
+        for key in ("optical", "optical_clear", "sar", "cloud_mask", "label_map"):
             if key in s:
                 x = s[key]
                 for f in flips:
@@ -263,6 +271,8 @@ def _empty(plan: _Plan, h: int, w: int) -> dict:
     out = {"sample_id": np.array([], dtype=object), "index": np.zeros(0, np.int64),
            "optical": np.zeros((0, len(plan.band_idx), h, w), np.float32),
            "cloud_mask": np.zeros((0, h, w), np.uint8), "cloud_fraction": np.zeros(0, np.float32)}
+    if plan.cfg.optical == "both":
+        out["optical_clear"] = out["optical"].copy()
     if plan.cfg.use_sar:
         out["sar"] = np.zeros((0, len(spec.sar_bands), ah, aw), np.float32)
     if spec.task == "segmentation":
@@ -388,11 +398,14 @@ class TilePipeline:
         if df.empty:
             raise ConfigError("data.split", f"no sample with split={cfg.split!r} domain={cfg.domain!r} in the manifest")
         self.frame = df.reset_index(drop=True).assign(index=lambda d: np.arange(len(d), dtype=np.int64))
-        optical_col = "optical_cloudy_uri" if cfg.optical == "cloudy" else "optical_uri"
-        empty = self.frame[self.frame[optical_col] == ""]
-        if len(empty):
-            raise ConfigError("data.optical", f"'{cfg.optical}' optical is not in the manifest for "
-                              f"{len(empty)} sample(s), e.g. {empty['sample_id'].iloc[0]}")
+        optical_col = "optical_uri" if cfg.optical == "clear" else "optical_cloudy_uri"
+        needed = [optical_col] + (["optical_uri"] if cfg.optical == "both" else [])
+        for col in needed:
+            empty = self.frame[self.frame[col] == ""]
+            if len(empty):
+                what = "clear" if col == "optical_uri" else "cloudy"
+                raise ConfigError("data.optical", f"'{what}' optical (needed for optical={cfg.optical!r}) is not in "
+                                  f"the manifest for {len(empty)} sample(s), e.g. {empty['sample_id'].iloc[0]}")
         if self.spec.task == "classification" and (self.frame["label"] < 0).any() and cfg.split != "unlabelled":
             self.unlabelled = int((self.frame["label"] < 0).sum())
         else:
@@ -434,7 +447,8 @@ class TilePipeline:
         return len(self.spec.sar_bands) if self.cfg.use_sar else 0
 
     def _check_files(self, optical_col: str) -> None:
-        cols = [optical_col] + (["sar_uri"] if self.cfg.use_sar else [])
+        cols = [optical_col] + (["optical_uri"] if self.cfg.optical == "both" else []) + \
+            (["sar_uri"] if self.cfg.use_sar else [])
         if self.spec.task == "segmentation":
             cols.append("label_uri")
         storage.check_reachable(self.frame[optical_col].iloc[0])
