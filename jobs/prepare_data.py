@@ -31,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clouds", default="{}", help='cloud stage config as JSON, e.g. \'{"detector": "rule"}\'')
     p.add_argument("--on-bad-tile", choices=("error", "skip"), default="error")
     p.add_argument("--tile-size", type=int, default=256, help="WHU-OPT-SAR: tile size cut from each scene")
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share of each domain's training scenes held out as the val split (default 0.15)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         report = prepare(args.dataset, args.root, args.out, labels=args.labels, labels_root=args.labels_root,
                          on_bad_tile=args.on_bad_tile, with_cloud_stats=args.with_cloud_stats,
                          cloud_config=json.loads(args.clouds), tile_size=args.tile_size,
-                         classes=args.classes.split(",") if args.classes else None, split_list=args.split_list)
+                         classes=args.classes.split(",") if args.classes else None, split_list=args.split_list,
+                         val_fraction=args.val_fraction)
     except RaypipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

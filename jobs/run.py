@@ -99,8 +99,13 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
         print(f"full log: {log_file}", file=sys.stderr)
         return 2
     print()
-    print(f"{name} on {cfg.data.source_manifest or cfg.data.benchmark.out}  (accuracy %, target test split)")
+    from raypipe.engine.report import oracle_summary
+
+    print(f"{name} on {cfg.data.source_manifest or cfg.data.benchmark.out}  (accuracy %, test split)")
+    print(f"configuration: {args.config or f'{name} embedded default'}"
+          f"{' with ' + ' '.join(args.set) if args.set else ''}")
     print(result.table)
+    print(oracle_summary(m, result.stages))
     reused = [s for s, o in result.stages.items() if o.reused]
     print(f"\n{len(result.stages)} stages, {len(reused)} reused{' ' + str(reused) if reused else ''}; "
           f"{result.seconds:.1f} s")

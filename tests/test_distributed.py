@@ -91,7 +91,7 @@ def tiny_job(tmp_path, train):
         return TilePipeline(from_dict(DataConfig, cfg, "data"))
 
     spec = {**SPEC, "in_channels": 10, "num_classes": 10}
-    job = StageJob("source", Supervised(None, inputs="optical"), spec, train, pipe("train"), pipe("test"), {},
+    job = StageJob("source", Supervised(None, inputs="optical"), spec, train, pipe("train"), pipe("val"), {},
                    "classification", 10, [str(i) for i in range(10)])
     return job, spec
 

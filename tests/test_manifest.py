@@ -56,7 +56,8 @@ def test_whu_scenes_are_cut_into_windows(tmp_path):
     assert len(df) == 5 * 6
     assert set(zip(df.row, df.col)) == {(0, 0), (0, 256), (0, 264), (44, 0), (44, 256), (44, 264)}
     assert (df.groupby("scene").split.nunique() == 1).all()
-    assert sorted(df.groupby("split").scene.nunique().items()) == [("test", 1), ("train", 4)]
+    # 4 training scenes: ceil(0.15 * 4) = 1 becomes the val split, whole
+    assert sorted(df.groupby("split").scene.nunique().items()) == [("test", 1), ("train", 3), ("val", 1)]
 
 
 def test_same_manifest_from_local_folder_and_s3(real_data, tmp_path, s3_server):

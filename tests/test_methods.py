@@ -190,8 +190,9 @@ def test_irm_floor_no_modality_silenced():
 def test_irm_batch_and_off_modes():
     w_opt, w_sar = irm_weights(OPT, SRC, SAR, "batch")
     assert torch.all(w_opt == w_opt[0]) and torch.all(w_sar == w_sar[0])
-    s_o, s_r, _ = irm_scores(OPT, SRC, SAR)
-    rho = (s_o.sum() / s_r.sum()).item()
+    # by hand: references (3, 5, 5); s_O = (0.85, 0.88/9, 0.6/9) (OPT's mass on class 3, 5, 5),
+    # s_R = (0.25, 0.9, 0.9); the batch ratio is sum(s_O) / sum(s_R)
+    rho = (0.85 + 0.88 / 9 + 0.6 / 9) / (0.25 + 0.9 + 0.9)
     assert w_opt[0].item() == pytest.approx(0.1 + 0.8 * rho / (1 + rho), rel=1e-5)
     w_opt, w_sar = irm_weights(OPT, SRC, SAR, "off")
     assert torch.all(w_opt == 0.5) and torch.all(w_sar == 0.5)
@@ -329,10 +330,11 @@ def test_irm_cloud_prior_hands_fully_cloudy_tiles_to_sar():
     assert w_opt[2].item() == pytest.approx(0.1, abs=1e-4)           # fully cloudy: the floor
     assert w_opt[0] > w_opt[1] > w_opt[2]
     assert torch.allclose(w_opt + w_sar, torch.ones(3))
-    # the formula: s_O scaled by the clear fraction before the ratio
-    s_o, s_r, _ = irm_scores(opt, opt, sar)
-    rho = (0.5 * s_o[1] / s_r[1]).item()
-    assert w_opt[1].item() == pytest.approx(0.1 + 0.8 * rho / (1 + rho), rel=1e-5)
+    # by hand: reference class 3 (0.95 + 0.95 + 0.4/9 beats 0.6 + 2 * 0.05/9), s_O = 0.95, s_R = 0.4/9;
+    # the prior scales the optical share rho/(1+rho) by the clear fraction 1 - c = 0.5
+    rho = 0.95 / (0.4 / 9)
+    assert w_plain[0].item() == pytest.approx(0.1 + 0.8 * rho / (1 + rho), rel=1e-5)
+    assert w_opt[1].item() == pytest.approx(0.1 + 0.8 * 0.5 * rho / (1 + rho), rel=1e-5)
     with pytest.raises(ValueError, match="cloud_fraction"):
         irm_weights(opt, opt, sar, "per_sample", cloud_prior=True)
     # through the stage-2 loss, with f_S's term weighted by w_O
@@ -340,6 +342,62 @@ def test_irm_cloud_prior_hands_fully_cloudy_tiles_to_sar():
     _, parts = target_distillation_loss(out, opt, opt, sar, irm={"cloud_prior": True}, cloud_fraction=frac,
                                         src_weighting="irm_opt")
     assert parts["w_opt_min"].item() == pytest.approx(0.1, abs=1e-4)
+
+
+def test_irm_cloud_prior_bounds_the_optical_weight_when_confident_teachers_disagree_with_sar():
+    """The documented guarantee: w_O - w_min <= (1 - 2 w_min)(1 - c), however confident and in
+    agreement the optical teachers are. Here SAR is sure of another class, so its probability of the
+    reference class is clamped to eps, as the optical one would be after scaling the score: a prior on
+    the score gave w_O = 0.5 at c = 1; on the share it gives the floor."""
+    big = 60.0
+    opt = torch.zeros(3, C)
+    opt[:, 3] = big  # f_S and f_T_Opt: class 3, probability 1
+    sar = torch.zeros(3, C)
+    sar[:, 5] = big  # f_T_SAR: class 5, probability 1 (so p_R[3] ~ e^-60, clamped to eps)
+    frac = torch.tensor([0.95, 0.99, 1.0])
+    w_opt, w_sar = irm_weights(opt, opt, sar, "per_sample", w_min=0.1, cloud_prior=True, cloud_fraction=frac)
+    # by hand: rho^Opt = 1/(1 + eps) ~ 1 - 1e-6, times (1 - c): 0.05, 0.01, 0
+    assert w_opt[0].item() == pytest.approx(0.1 + 0.8 * 0.05, abs=1e-5)  # 0.14 at c = 0.95
+    assert w_opt[1].item() == pytest.approx(0.1 + 0.8 * 0.01, abs=1e-5)
+    assert w_opt[2].item() == pytest.approx(0.1, abs=1e-6)
+    assert torch.allclose(w_opt + w_sar, torch.ones(3))
+    w_batch, _ = irm_weights(opt, opt, sar, "batch", w_min=0.1, cloud_prior=True, cloud_fraction=frac)
+    assert w_batch[2].item() == pytest.approx(0.1, abs=1e-6) and w_batch[0].item() <= 0.14 + 1e-5
+
+
+def test_irm_mode_off_with_cloud_prior_is_a_config_error():
+    from raypipe.engine import resolve
+    from raypipe.methods import get_method
+
+    with pytest.raises(ConfigError) as e:
+        resolve(get_method("mtts"), overrides=["stages.target.irm.mode=off", "stages.target.irm.cloud_prior=true"])
+    assert e.value.field == "stages.target.irm.cloud_prior"
+
+
+def test_stage_two_filter_reads_its_temperature():
+    """``stages.target.filter.temperature`` reaches the filter (it was accepted and ignored): a
+    softmax at T = 4 flattens f_S's scores below the threshold that T = 1 passes."""
+    from raypipe.methods.mtts import DistillConfig
+    from raypipe.methods.mtts.objective import IRMDistill
+    from raypipe.models import build_model
+    from raypipe.objectives import FilterConfig
+
+    torch.manual_seed(0)
+    n = 4
+    src = torch.zeros(n, C)
+    src[:, 2] = 4.0  # T = 1: p = e^4 / (e^4 + 9) = 0.858; T = 4: p = e / (e + 9) = 0.232
+    batch = {"optical": torch.randn(n, 3, 8, 8), "sar": torch.randn(n, 2, 8, 8), "cloud_fraction": torch.zeros(n),
+             "logits/source": src, "logits/aux_optical": src, "logits/aux_sar": torch.randn(n, C)}
+    target = build_model({"kind": "multimodal", "num_classes": C, "optical": {"depth": 10, "width": 4,
+                          "in_channels": 3, "stem": "small"}, "sar": {"depth": 10, "width": 4, "in_channels": 2,
+                          "stem": "small"}})
+    teachers = {"source": "optical", "aux_optical": "optical", "aux_sar": "sar"}
+    kept = {}
+    for T in (1.0, 4.0):
+        cfg = DistillConfig(filter=FilterConfig(enabled=True, threshold=0.5, temperature=T))
+        loss, parts = IRMDistill(cfg, "both", teachers).loss(target, {}, batch)
+        kept[T] = loss.item()
+    assert kept[1.0] > 0 and kept[4.0] == 0.0  # nothing passes at T = 4: the masked loss is zero
 
 
 def test_stage_objectives_read_the_batch_cloud_fraction():

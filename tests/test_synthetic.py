@@ -350,7 +350,7 @@ def test_default_scene_size_follows_the_tile_count(tmp_path, capsys):
         splits = [r["split"] for r in meta["samples"][domain]]
         assert splits.count("test") == 2 and splits.count("train") == 8
     rep = prepare("synthetic", str(out), str(tmp_path / "m.parquet"))
-    assert rep.splits == {"test": 4, "train": 16}
+    assert rep.splits == {"test": 4, "train": 12, "val": 4}  # per domain: ceil(0.15 * 4 train scenes) = 1 val scene
     # 50 per scene stays the default wherever it leaves at least 5 scenes; an explicit value is kept
     assert [synthetic.default_scene_size(n) for n in (10, 14, 24, 249, 250, 2000)] == [2, 2, 4, 49, 50, 50]
     assert synthetic.validate(40, 16, 0, None, "thick", 5)[-1] == 5

@@ -38,15 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raypipe.clouds.buckets import CLEAR_MAX, CLOUDY_MIN
 from raypipe.errors import ConfigError
 
 # A pixel is "cloud" when its band-mean opacity exceeds this (5 %: below, a haze hardly visible).
 MASK_OPACITY = 0.05
 # Finest octave: lattice cells of at least this many pixels (finer is aliased, and costs for nothing).
 MIN_CELL_PX = 2.0
-# Cloud-fraction buckets of the evaluation (DESIGN §3): clear < 0.1 <= partly < 0.9 < full.
-CLEAR_MAX = 0.1
-FULL_MIN = 0.9
+# Cloud-fraction buckets of the evaluation (raypipe.clouds.buckets): clear < 0.1 <= partly <= 0.9 < full.
+FULL_MIN = CLOUDY_MIN  # the "cloudy" bucket's bound, under the simulator's name for it
 
 
 def seed_from_id(sample_id: str, salt: str = "") -> int:

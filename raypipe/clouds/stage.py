@@ -2,14 +2,22 @@
 
 Modes (``clouds.mode``):
 
-* ``given``    — the dataset ships masks (M3M-CR ``.npy``, the generated benchmark's mask tiles).
+* ``given``    — the dataset ships masks (M3M-CR ``.npy``, the generated benchmark's mask tiles). On a
+  dataset whose masks are the simulator's truth (the generated benchmark), that is an **oracle**: a
+  real user has no true mask, so such runs are labelled oracle.
 * ``detect``   — real cloudy Sentinel-2 L1C: s2cloudless at reduced resolution (default) or the
   model-free DSen2-CR rule (``detector: rule``).
 * ``simulate`` — cloud-free optical turned into a cloudy target domain, seeded from the sample id
   (identical in every epoch and on every worker).
 * ``none``     — no clouds: an all-clear mask.
-* ``auto``     — ``given`` when the sample has a mask file, else ``detect`` when the optical input
-  is the cloudy Sentinel-2 acquisition, else ``none``.
+* ``auto``     — what a user has: ``given`` when the sample has a mask file the dataset ships as a
+  product (M3M-CR), else ``detect`` when the optical input is the cloudy Sentinel-2 acquisition (also
+  on the generated benchmark, whose masks are truth), else ``given`` for truth masks on non-S2 data,
+  else ``none``.
+
+Whatever feeds training, evaluation buckets use the best mask there is (:meth:`CloudStage.bucket_mask`):
+the dataset's mask file when the sample has one (simulator truth, M3M-CR's masks), else the training
+mask.
 """
 
 from __future__ import annotations
@@ -85,11 +93,13 @@ def read_mask(uri: str, shape: tuple[int, int]) -> np.ndarray:
 class CloudStage:
     """Apply the configured cloud handling to one sample's raw optical tile."""
 
-    def __init__(self, cfg: CloudConfig, optical_scale: float, is_sentinel2: bool, optical_is_cloudy: bool):
+    def __init__(self, cfg: CloudConfig, optical_scale: float, is_sentinel2: bool, optical_is_cloudy: bool,
+                 masks_are_truth: bool = False):
         self.cfg = cfg
         self.scale = optical_scale
         self.is_s2 = is_sentinel2
         self.optical_is_cloudy = optical_is_cloudy
+        self.masks_are_truth = masks_are_truth
         if cfg.mode == "detect" and not is_sentinel2:
             raise ConfigError("data.clouds.mode", "'detect' needs Sentinel-2 L1C (13 bands); this dataset is not")
         self._detect = None
@@ -98,11 +108,27 @@ class CloudStage:
     def mode_for(self, mask_uri: str) -> str:
         if self.cfg.mode != "auto":
             return self.cfg.mode
-        if mask_uri:
+        if mask_uri and not self.masks_are_truth:
             return "given"
         if self.optical_is_cloudy and self.is_s2:
             return "detect"
-        return "none"
+        return "given" if mask_uri else "none"
+
+    def source(self, mask_uri: str) -> str:
+        """Where a sample's training-time cloud mask comes from, in words; ``[oracle]`` marks truth."""
+        mode = self.mode_for(mask_uri)
+        if mode == "detect":
+            return f"detector:{self.cfg.detector}"
+        if mode == "given":
+            return "simulator truth [oracle]" if self.masks_are_truth else "dataset masks"
+        return {"simulate": "simulated", "none": "none (clear)"}[mode]
+
+    def bucket_mask(self, mask: np.ndarray, mask_uri: str) -> np.ndarray:
+        """The mask evaluation buckets use: the dataset's own file when there is one and training did
+        not already read it, else the training mask."""
+        if mask_uri and self.mode_for(mask_uri) not in ("given", "simulate", "none"):
+            return read_mask(mask_uri, mask.shape)
+        return mask
 
     def __call__(self, sample_id: str, optical: np.ndarray, mask_uri: str = "") -> tuple[np.ndarray, np.ndarray]:
         """(optical raw array, possibly with simulated clouds, in its own dtype; mask bool (H, W))."""

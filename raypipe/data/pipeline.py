@@ -198,7 +198,8 @@ class SampleReader:
         self.plan = plan
         spec, cfg = plan.spec, plan.cfg
         self.clouds = CloudStage(cfg.clouds, spec.optical_scale, spec.is_sentinel2,
-                                 optical_is_cloudy=plan.optical_col == "optical_cloudy_uri")
+                                 optical_is_cloudy=plan.optical_col == "optical_cloudy_uri",
+                                 masks_are_truth=spec.masks_are_truth)
         self.norm = Normaliser(cfg.normalise, spec, plan.optical_bands)
         self.pool = ThreadPoolExecutor(cfg.read_threads)
 
@@ -230,7 +231,8 @@ class SampleReader:
             raise BadTileError(f"<{row['sample_id']}>", "missing", f"no {plan.optical_col} for this sample")
         optical = self._read(opt_uri, len(spec.optical_bands), spec.optical_dtypes, (h, w), row)
         optical, mask = self.clouds(row["sample_id"], optical, row["cloud_mask_uri"])
-        out = {"optical": self.norm.optical(optical, plan.band_idx), "cloud_mask": mask.astype(np.uint8)}
+        out = {"optical": self.norm.optical(optical, plan.band_idx), "cloud_mask": mask.astype(np.uint8),
+               "bucket_fraction": np.float32(self.clouds.bucket_mask(mask, row["cloud_mask_uri"]).mean())}
         if plan.cfg.optical == "both":
             if not row["optical_uri"]:
                 raise BadTileError(f"<{row['sample_id']}>", "missing", "no optical_uri (clear) for this sample")
@@ -270,7 +272,8 @@ def _empty(plan: _Plan, h: int, w: int) -> dict:
     ah, aw = round(h * spec.aux_grid), round(w * spec.aux_grid)
     out = {"sample_id": np.array([], dtype=object), "index": np.zeros(0, np.int64),
            "optical": np.zeros((0, len(plan.band_idx), h, w), np.float32),
-           "cloud_mask": np.zeros((0, h, w), np.uint8), "cloud_fraction": np.zeros(0, np.float32)}
+           "cloud_mask": np.zeros((0, h, w), np.uint8), "cloud_fraction": np.zeros(0, np.float32),
+           "bucket_fraction": np.zeros(0, np.float32)}
     if plan.cfg.optical == "both":
         out["optical_clear"] = out["optical"].copy()
     if plan.cfg.use_sar:
@@ -411,13 +414,23 @@ class TilePipeline:
         else:
             self.unlabelled = 0
         bands, idx = _resolve_bands(cfg, self.spec)
-        CloudStage(cfg.clouds, self.spec.optical_scale, self.spec.is_sentinel2, optical_col == "optical_cloudy_uri")
+        stage = CloudStage(cfg.clouds, self.spec.optical_scale, self.spec.is_sentinel2,
+                           optical_col == "optical_cloudy_uri", self.spec.masks_are_truth)
+        # where the training-time cloud fraction comes from, for rows with and rows without a mask file
+        masks = self.frame["cloud_mask_uri"]
+        kinds = ([masks[masks != ""].iloc[0]] if (masks != "").any() else []) + ([""] if (masks == "").any() else [])
+        self.cloud_sources = sorted({stage.source(uri) for uri in kinds})
         Normaliser(cfg.normalise, self.spec, bands)  # fail now on bad constants, not in a worker
         self.pre_quarantined: list[dict] = []
         if cfg.check_files:
             self._check_files(optical_col)
         self.ledger, self._ledger_handle = quarantine.create_ledger(ledger)
         self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger)
+
+    @property
+    def oracle_masks(self) -> bool:
+        """Whether training-time cloud fractions read the simulator's true masks (an oracle)."""
+        return any("[oracle]" in s for s in self.cloud_sources)
 
     def sample_reader(self) -> SampleReader:
         """A new :class:`SampleReader` for this pipeline, in this process (``reader.load(row)``)."""

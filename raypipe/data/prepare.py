@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from raypipe import raster, storage
 from raypipe.data.datasets import DatasetSpec, PrepareOptions, Quarantine, get_spec
 from raypipe.data.manifest import make_frame, write_manifest
-from raypipe.errors import BadTileError
+from raypipe.errors import BadTileError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,43 @@ def _fill_sizes(rows: list[dict], spec: DatasetSpec) -> None:
         r["height"], r["width"] = cache[folder]
 
 
+VAL_FRACTION = 0.15  # of each domain's training scenes, held out as the validation split
+
+
+def carve_val(df, fraction: float = VAL_FRACTION):
+    """Hold out whole training scenes as ``split = "val"``, per (dataset, domain), so that per-epoch
+    metrics, early stopping and model selection never touch the test split (DESIGN §11).
+
+    A scene is ``(region, scene)``. Scenes are ranked by a hash of their name (stable across runs and
+    machines, independent of row order), and the first ``ceil(fraction · n)`` become val, at least one
+    when there are two or more training scenes; the official test split is kept as it is."""
+    import hashlib
+    import math
+
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError("--val-fraction", f"must be within [0, 1), got {fraction}")
+    df = df.copy()
+    if fraction == 0 or df.empty:
+        return df
+    train = df["split"] == "train"
+    keys = df["region"].astype(str) + "/" + df["scene"].astype(str)
+    for _, group in df[train].groupby([df["dataset"], df["domain"]]):
+        scenes = sorted(set(keys[group.index]), key=lambda k: hashlib.sha1(k.encode()).hexdigest())
+        if len(scenes) < 2:
+            continue
+        n_val = min(len(scenes) - 1, max(1, math.ceil(fraction * len(scenes))))
+        val = set(scenes[:n_val])
+        df.loc[group.index[keys[group.index].isin(val)], "split"] = "val"
+    return df
+
+
 def prepare(dataset: str, root: str, out: str, *, labels: str | None = None, labels_root: str | None = None,
             on_bad_tile: str = "error", with_cloud_stats: bool = False, cloud_config: dict | None = None,
-            tile_size: int = 256, classes: list[str] | None = None, split_list: str | None = None) -> PrepareReport:
+            tile_size: int = 256, classes: list[str] | None = None, split_list: str | None = None,
+            val_fraction: float = VAL_FRACTION) -> PrepareReport:
     """Scan ``root`` and write the manifest to ``out``. ``classes`` fixes the class list (and its order)
-    when a label table gives class names; ``split_list`` (WHU-OPT-SAR) names the test scenes."""
+    when a label table gives class names; ``split_list`` (WHU-OPT-SAR) names the test scenes;
+    ``val_fraction`` of each domain's training scenes become the validation split (:func:`carve_val`)."""
     spec = get_spec(dataset)
     storage.check_reachable(root)
     quarantine = Quarantine(on_bad_tile)
@@ -69,8 +101,10 @@ def prepare(dataset: str, root: str, out: str, *, labels: str | None = None, lab
     rows, classes = spec.manifest_rows(root, quarantine, options)
     found = len(rows) + len({q["sample_id"] for q in quarantine.items})
     _fill_sizes(rows, spec)
-    meta = {"dataset": dataset, "task": spec.task, "classes": list(classes), "root": storage.redact(root)}
-    df = make_frame(rows, meta)
+    meta = {"dataset": dataset, "task": spec.task, "classes": list(classes), "root": storage.redact(root),
+            "val_fraction": val_fraction}
+    df = carve_val(make_frame(rows, meta), val_fraction)
+    df.attrs["raypipe"] = meta
     if with_cloud_stats:
         from raypipe.data.pipeline import compute_cloud_fractions
 

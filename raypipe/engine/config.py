@@ -46,6 +46,13 @@ class TrainConfig:
     # Repeatable runs: Ray Data keeps the block order (preserve_order), so with one worker the same
     # seed gives the same batches and the same model. Costs some throughput; off by default.
     deterministic: bool = False
+    # Which epoch's model the stage keeps, judged on the val split (DESIGN §11):
+    #   last          the final epoch's (default);
+    #   val_labels    best val accuracy: on the target domain this uses target labels, so every result
+    #                 downstream of it is marked "oracle selection";
+    #   val_objective lowest value of the stage's own objective on val (its pseudo-label or distillation
+    #                 loss): label-free wherever the objective is.
+    selection: Literal["last", "val_labels", "val_objective"] = "last"
 
     def validate(self, path: str) -> None:
         for name in ("epochs", "batch_size"):
@@ -59,6 +66,8 @@ class TrainConfig:
             raise ConfigError(f"{path}.weight_decay", "must be >= 0")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"{path}.momentum", "must be within [0, 1)")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError(f"{path}.nesterov", "needs optimizer: sgd with momentum > 0")
         if self.max_failures < -1:
             raise ConfigError(f"{path}.max_failures", "must be >= 0 (or -1 for unlimited)")
 
@@ -96,8 +105,12 @@ class DataSection:
     target_manifest: str = ""  # "" = the source manifest (a benchmark holding both domains)
     source_domain: str = "source"  # "" when the manifest holds one domain only
     target_domain: str = "target"
+    # Target (and source) data are split by scene into train / val / test (``jobs/prepare_data.py``
+    # holds out val scenes from train; official test splits are kept). Per-epoch metrics and model
+    # selection use val; test is evaluated once, at the end of a stage, and is what tables report.
     train_split: str = "train"
-    eval_split: str = "test"
+    val_split: str = "val"
+    test_split: str = "test"
     pipeline: DataConfig = field(default_factory=DataConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 

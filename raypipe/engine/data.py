@@ -26,13 +26,18 @@ def ensure_benchmark(cfg) -> str:
     b = cfg.data.benchmark
     out = b.out if not storage.is_local(b.out) else os.path.abspath(b.out)
     manifest = storage.join(out, "manifest.parquet")
-    if storage.exists(manifest):
+    if storage.exists(manifest) and _has_split(manifest, cfg.data.val_split):
         return manifest
     if not storage.exists(storage.join(out, "synthetic.json")):
         log.info("generating the benchmark (%d tiles per domain, %d px) in %s", b.tiles, b.size, out)
         generate(out, tiles=b.tiles, size=b.size, seed=b.seed, preset=b.preset, scene_size=b.scene_size)
     prepare("synthetic", out, manifest)
     return manifest
+
+
+def _has_split(manifest: str, split: str) -> bool:
+    """False for a manifest written before val splits existed (it is then written again)."""
+    return split in set(read_manifest(manifest)["split"])
 
 
 @dataclass
@@ -51,7 +56,7 @@ class MethodData:
             d = self.cfg.data
             data = to_dict(d.pipeline)
             data.update(manifest="", domain=d.source_domain if view.domain == "source" else d.target_domain,
-                        split=d.train_split if view.split == "train" else d.eval_split,
+                        split={"train": d.train_split, "val": d.val_split, "test": d.test_split}[view.split],
                         optical=view.optical, use_sar=sar)
             if not view.clouds:
                 data["clouds"] = {"mode": "none"}

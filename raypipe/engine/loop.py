@@ -1,5 +1,5 @@
 """The one training loop every stage runs on each Ray Train worker. It reads top to bottom:
-config → model → teachers → optimisers → resume → epochs of (train, validate, checkpoint, report).
+config → model → teachers → optimisers → resume → epochs of (train, validate, select, checkpoint, report).
 
 Where it runs (how many workers, GPUs, storage, failures) is decided outside, in
 :mod:`raypipe.engine.runner`; the same loop runs on a laptop and on a cluster. What it optimises is
@@ -52,7 +52,7 @@ def train_loop_per_worker(config: dict) -> None:
     schedulers = {name: make_scheduler(opt, train) for name, opt in optimizers.items()}
 
     # --- resume from the latest checkpoint (after a failure, or a re-run of the same run name) ----
-    start_epoch = 0
+    start_epoch, best = 0, None  # best: the selected model so far, {"score", "epoch", "model"}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -61,11 +61,11 @@ def train_loop_per_worker(config: dict) -> None:
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
             schedulers[name].load_state_dict(state["schedulers"][name])
-        start_epoch = state["epoch"] + 1
+        start_epoch, best = state["epoch"] + 1, state.get("best")
 
     collate = functools.partial(to_torch, device=device)
     train_shard = ray.train.get_dataset_shard("train")
-    eval_shard = ray.train.get_dataset_shard("eval")
+    val_shard = ray.train.get_dataset_shard("val")
     run, progress = config.get("run_handle"), config.get("progress")
 
     for epoch in range(start_epoch, train.epochs):
@@ -91,13 +91,25 @@ def train_loop_per_worker(config: dict) -> None:
             scheduler.step()
         train_time = time.perf_counter() - t0
 
-        # --- validate on this worker's share of the evaluation split, then all-reduce ---------
-        acc = evaluate_shard(model, eval_shard, task, objective.inputs, collate)
+        # --- validate on this worker's share of the val split, then all-reduce ------------------
+        acc, val_loss = validate_shard(model, val_shard, task, objective, teachers, collate,
+                                       with_loss=train.selection == "val_objective")
         if world > 1:
             acc = acc.all_reduce()
+            val_loss = all_reduce_mean(val_loss, device)
         epoch_metrics = task.epoch_metrics(acc.result())
         metrics = {f"train/{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics.update({f"eval/{k}": v for k, v in epoch_metrics.items()})
+        metrics.update({f"val/{k}": v for k, v in epoch_metrics.items()})
+        if val_loss is not None:
+            metrics["val/objective"] = val_loss
+
+        # --- model selection on val (train.selection; "last" keeps the final epoch's model) ---------
+        if train.selection != "last":
+            score = epoch_metrics["oa"] if train.selection == "val_labels" else -val_loss
+            if best is None or score > best["score"]:
+                best = {"score": score, "epoch": epoch,
+                        "model": {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}}
+            metrics.update({"selection/epoch": best["epoch"], "selection/score": best["score"]})
         metrics.update({"epoch": epoch, "start_epoch": start_epoch, "train/samples": seen * world,
                         "train/samples_per_s": seen * world / train_time, "train/epoch_s": train_time,
                         "train/data_wait_fraction": data_wait / max(train_time, 1e-9),
@@ -111,7 +123,7 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save({"model": unwrap(model).state_dict(),
                             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
                             "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-                            "epoch": epoch}, os.path.join(d, "state.pt"))
+                            "epoch": epoch, "best": best}, os.path.join(d, "state.pt"))
                 ckpt = ray.train.Checkpoint.from_directory(d)
                 if run is not None:
                     run.log_metrics(metrics, step=epoch)
@@ -169,12 +181,28 @@ def load_frozen(teacher: dict, device) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate_shard(model, shard, task, inputs: str, collate):
+def validate_shard(model, shard, task, objective, teachers, collate, with_loss: bool = False):
+    """The task's accumulator over this worker's val shard and, when asked, the mean of the
+    objective's own loss there (label-free for every objective that uses no labels: the
+    ``val_objective`` selection criterion)."""
     model.eval()
     acc = task.accumulator()
+    loss_sum, n = 0.0, 0
     for batch in shard.iter_torch_batches(batch_size=64, collate_fn=collate):
-        acc.update(task.predict(task.infer(model, batch, inputs)), batch)
-    return acc
+        acc.update(task.predict(task.infer(model, batch, objective.inputs)), batch)
+        if with_loss:
+            losses, _ = objective.loss(model, teachers, batch)
+            total = sum(losses.values()) if isinstance(losses, dict) else losses
+            k = len(batch["sample_id"])
+            loss_sum, n = loss_sum + float(total) * k, n + k
+    return acc, (loss_sum / max(n, 1) if with_loss else None)
+
+
+def all_reduce_mean(value: float, device) -> float:
+    """The mean over workers of a per-worker value (each worker's share weighted equally)."""
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
 
 
 def parameter_spread(model: nn.Module, world: int) -> float:

@@ -35,14 +35,14 @@ INPUTS = ("optical", "sar", "both")
 @dataclass(frozen=True)
 class View:
     """Which samples a stage reads: a domain (``source`` / ``target``, resolved to
-    ``data.source_domain`` / ``data.target_domain``), a split role (``train`` / ``eval``, resolved to
-    ``data.train_split`` / ``data.eval_split``) and the optical acquisition (``clear`` = cloud-free,
+    ``data.source_domain`` / ``data.target_domain``), a split role (``train`` / ``val`` / ``test``,
+    resolved to ``data.train_split`` / ``data.val_split`` / ``data.test_split``) and the optical acquisition (``clear`` = cloud-free,
     ``cloudy`` = the cloudy one, through the cloud stage; ``both`` = the cloudy one as ``optical`` and
     the clear one as ``optical_clear``, where the dataset has both). SAR is read when any model of
     the stage takes it."""
 
     domain: Literal["source", "target"]
-    split: Literal["train", "eval"]
+    split: Literal["train", "val", "test"]
     optical: Literal["clear", "cloudy", "both"] = "cloudy"
 
     @property
@@ -52,9 +52,9 @@ class View:
 
 
 SOURCE_TRAIN = View("source", "train", "clear")
-SOURCE_TEST = View("source", "eval", "clear")
+SOURCE_TEST = View("source", "test", "clear")
 TARGET_TRAIN = View("target", "train", "cloudy")
-TARGET_TEST = View("target", "eval", "cloudy")
+TARGET_TEST = View("target", "test", "cloudy")
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class Stage:
     name: str
     objective: str  # a registered objective; its Config class is this stage's config section
     inputs: Literal["optical", "sar", "both"]  # what the student takes
-    train: View
-    evaluate: dict[str, View] = field(default_factory=dict)  # result prefix -> view (e.g. "target_test")
+    train: View  # per-epoch validation reads the same view's val split
+    evaluate: dict[str, View] = field(default_factory=dict)  # result prefix -> test view (e.g. "target_test")
     teachers: tuple[str, ...] = ()  # earlier stages whose models this stage learns from (frozen)
     description: str = ""
 

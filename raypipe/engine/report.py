@@ -23,7 +23,8 @@ def _pct(x) -> str:
 def results_table(method: "Method", stages: Mapping) -> str:
     """Accuracy (%) per table row of the method, overall and per cloud bucket, with bucket sizes."""
     rows = [r for r in method.table if r.stage in stages and r.prefix in stages[r.stage].evaluations]
-    width = max([38, *(len(r.label) + (9 if r.oracle else 0) for r in rows)])
+    labels = {r: r.label + oracle_mark(r, stages[r.stage]) for r in rows}
+    width = max([38, *(len(v) for v in labels.values())])
     head = (f"{'model':<{width}} {'OA':>6} {'AA':>6} {'F1':>6} {'kappa':>6} {'clear':>6} {'partly':>6} {'cloudy':>6}"
             f"  {'n clear/partly/cloudy':>22}")
     lines = [head, "-" * len(head)]
@@ -31,11 +32,27 @@ def results_table(method: "Method", stages: Mapping) -> str:
         res = stages[r.stage].evaluations[r.prefix]
         o, b = res["overall"], res["buckets"]
         ns = "/".join(str(b.get(k, {}).get("n", 0)) for k in ("clear", "partly", "cloudy"))
-        label = f"{r.label} [oracle]" if r.oracle else r.label
+        label = labels[r]
         lines.append(f"{label:<{width}} {_pct(o['oa'])} {_pct(o['aa'])} {_pct(o.get('macro_f1'))} {_pct(o['kappa'])} "
                      f"{_pct(b.get('clear', {}).get('oa'))} {_pct(b.get('partly', {}).get('oa'))} "
                      f"{_pct(b.get('cloudy', {}).get('oa'))}  {ns:>22}")
     return "\n".join(lines)
+
+
+def oracle_mark(row, outcome) -> str:
+    """`` [oracle: …]`` for a row that used information a real user lacks (target labels in training,
+    selection by target val labels, the simulator's true cloud masks), else ``""``."""
+    reasons = set(getattr(outcome, "oracle", ()) or ())
+    if row.oracle:
+        reasons.add("labels")
+    return f" [oracle: {', '.join(sorted(reasons))}]" if reasons else ""
+
+
+def oracle_summary(method, stages) -> str:
+    """One line: which rows of the table, if any, used oracle information."""
+    marked = [r.label for r in method.table if r.stage in stages and oracle_mark(r, stages[r.stage])]
+    return f"oracle information used by: {'; '.join(marked)}" if marked else "oracle information: none (no row " \
+        "used target labels, selection by target labels or true cloud masks)"
 
 
 def _clock(seconds: float) -> str:
@@ -72,7 +89,7 @@ class Console:
         now = time.perf_counter()
         done, total = int(m.get("epoch", 0)), int(m.get("epochs", 0))
         eta = (now - self._epoch_t0) * (total - done)  # the last epoch's duration (the first includes start-up)
-        val = m.get("eval/oa")
+        val = m.get("val/oa")
         val_s = f"  val OA {100 * val:5.1f} %" if isinstance(val, float) and val == val else ""
         self._print(f"      {plan.name} epoch {done:>3}/{total}  loss {m.get('train/loss', float('nan')):.4f}{val_s}"
                     f"  {m.get('train/samples_per_s', 0.0):6.1f} samples/s  ETA {_clock(eta)}")

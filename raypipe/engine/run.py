@@ -45,6 +45,8 @@ class StagePlan:
     objective: Any
     key: str
     from_run: str = ""
+    oracle: tuple[str, ...] = ()  # what information a real user lacks it used, its teachers' included
+    cloud_sources: tuple[str, ...] = ()  # where its training-time cloud fractions come from
 
     @property
     def name(self) -> str:
@@ -59,6 +61,7 @@ class StageOutcome:
     reused: bool
     evaluations: dict  # prefix -> evaluation result
     seconds: float
+    oracle: tuple[str, ...] = ()
 
 
 @dataclass
@@ -131,13 +134,23 @@ def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage) -> list
         objective = stage.objective_class()(section, stage.inputs,
                                             {t: method.stage(t).inputs for t in stage.teachers})
         objective.check(path)
+        train_pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
+        oracle = set().union(*(plans[t].oracle for t in stage.teachers))
+        if stage.train.domain == "target":
+            if section.train.selection == "val_labels":
+                oracle.add("selection")
+            if getattr(objective, "uses_labels", False):
+                oracle.add("labels")
+        if train_pipe.oracle_masks:
+            oracle.add("masks")
         if section.from_run:
             lineage.check_run(section.from_run, f"{path}.from_run", stage.name)
             key = lineage.client.get_run(section.from_run).data.tags.get("raypipe.stage_key", section.from_run)
         else:
             key = stage_key(stage.name, stage_definition(stage, section, spec, cfg, method.task),
                             {t: plans[t].key for t in stage.teachers}, data.data_hash)
-        plans[stage.name] = StagePlan(stage, path, section, spec, objective, key, section.from_run)
+        plans[stage.name] = StagePlan(stage, path, section, spec, objective, key, section.from_run,
+                                      tuple(sorted(oracle)), tuple(train_pipe.cloud_sources))
     return list(plans.values())
 
 
@@ -178,7 +191,7 @@ def stage_definition(stage: Stage, section, spec: dict, cfg, task: str) -> dict:
     knobs = {k: v for k, v in to_dict(section).items() if k not in ("model", "from_run")}
     return {"objective": stage.objective, "inputs": stage.inputs, "task": task, "model": spec, "config": knobs,
             "train_view": _view(stage.train), "data": to_dict(cfg.data.pipeline),
-            "splits": [cfg.data.train_split, cfg.data.eval_split],
+            "splits": [cfg.data.train_split, cfg.data.val_split, cfg.data.test_split],
             "domains": [cfg.data.source_domain, cfg.data.target_domain]}
 
 
@@ -206,7 +219,7 @@ def reuse_stage(plan: StagePlan, cfg, lineage: Lineage, parent_id: str) -> Stage
     lineage.reuse_stage(parent_id, plan.name, plan.key, existing)
     log.info("stage %s: reusing run %s (key %s)", plan.name, existing, plan.key)
     return StageOutcome(plan.name, existing, plan.key, True, ckpt["extra"].get("evaluations", {}),
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, plan.oracle)
 
 
 def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage: Lineage, parent_id: str,
@@ -218,12 +231,14 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         c = lineage.load_checkpoint(done[t].run_id, field=f"stages.{t}")
         teachers[t] = {"spec": c["model_spec"], "state": c["state_dict"], "inputs": method.stage(t).inputs}
     train_pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
-    val_pipe = data.pipe(View(stage.train.domain, "eval", stage.train.optical), sar=stage.inputs != "optical")
+    val_pipe = data.pipe(View(stage.train.domain, "val", stage.train.optical), sar=_needs_sar(method, stage))
     job = runner.StageJob(stage.name, plan.objective, plan.spec, plan.config.train, train_pipe, val_pipe, teachers,
                           method.task, len(data.classes), data.classes)
     inputs = {t: done[t].run_id for t in stage.teachers}
     with lineage.stage_run(parent_id, stage.name, plan.key, stage_params(plan, method, cfg), inputs,
                            data.data_hash) as run:
+        run.set_tags({"raypipe.oracle": ",".join(plan.oracle) or "none", "raypipe.selection": plan.config.train.selection,
+                      "raypipe.cloud_source.train": "; ".join(plan.cloud_sources)})
         run.log_metrics(plan.objective.diagnostics(StageContext(plan, train_pipe, teachers, data.classes,
                                                                 method.task, cfg.ray)))
         t_fit = time.perf_counter()
@@ -242,7 +257,8 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
                   "time/prepare_s": t_fit - t0, "time/track_s": time.perf_counter() - t_log}
         run.log_metrics(timing)
         log.info("stage %s: %s", stage.name, ", ".join(f"{k[5:]} {v:.1f}" for k, v in timing.items()))
-        return StageOutcome(stage.name, run.run_id, plan.key, False, evaluations, time.perf_counter() - t0)
+        return StageOutcome(stage.name, run.run_id, plan.key, False, evaluations, time.perf_counter() - t0,
+                            plan.oracle)
 
 
 # --- 3. evaluate ----------------------------------------------------------------------------------------

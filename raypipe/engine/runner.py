@@ -34,7 +34,7 @@ class StageJob:
     model_spec: dict
     train: TrainConfig
     train_data: TilePipeline
-    eval_data: TilePipeline
+    val_data: TilePipeline
     teachers: dict  # name -> {"spec": model spec, "state": state_dict, "inputs": "optical"|"sar"|"both"}
     task: str
     num_classes: int
@@ -59,7 +59,7 @@ def ingest_config(deterministic: bool) -> ray.train.DataConfig:
         return ray.train.DataConfig()
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
-    return ray.train.DataConfig(execution_options={"train": options, "eval": copy.deepcopy(options)})
+    return ray.train.DataConfig(execution_options={"train": options, "val": copy.deepcopy(options)})
 
 
 def _join_logits(batch: dict, table_ref, names: tuple[str, ...]) -> dict:
@@ -79,12 +79,12 @@ def _join_logits(batch: dict, table_ref, names: tuple[str, ...]) -> dict:
 _TABLES: dict = {}
 
 
-def precompute_teachers(job: StageJob, ray_cfg: RayConfig):
-    """Teacher logits over the training split, once, by Ray Data batch inference (actor pools, GPUs
-    when asked), joined to the training rows: the training loop then runs no teacher forward pass."""
+def precompute_teachers(job: StageJob, ray_cfg: RayConfig, pipe: TilePipeline):
+    """Teacher logits over a split (training or val), once, by Ray Data batch inference (actor pools,
+    GPUs when asked), joined to its rows: the training loop then runs no teacher forward pass."""
     table: dict = {}
     for name, t in job.teachers.items():
-        out = predict(job.train_data, t["spec"], t["state"], t["inputs"], job.task, job.num_classes,
+        out = predict(pipe, t["spec"], t["state"], t["inputs"], job.task, job.num_classes,
                       ray_cfg.eval_concurrency, ray_cfg.use_gpu)
         if "index" not in table:
             table["index"] = {sid: i for i, sid in enumerate(out["sample_id"])}
@@ -93,24 +93,28 @@ def precompute_teachers(job: StageJob, ray_cfg: RayConfig):
             raise RuntimeError("teacher predictions cover different samples")
         table[name] = out["logits"].astype(np.float32)
     ref = [ray.put(table)]  # wrapped in a list so Ray passes the reference, not the value
-    return job.train_data.dataset().map_batches(_join_logits, fn_kwargs={"table_ref": ref,
+    return pipe.dataset().map_batches(_join_logits, fn_kwargs={"table_ref": ref,
                                                                          "names": tuple(job.teachers)},
                                                 batch_format="numpy", batch_size=None)
 
 
 def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         on_epoch: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
-    """Train ``job`` with Ray Train; returns (final state_dict, last reported metrics).
+    """Train ``job`` with Ray Train; returns (the selected model's state_dict, last reported metrics):
+    the final epoch's model with ``train.selection: last``, else the best on val by that criterion
+    (``selection/epoch`` in the metrics says which epoch).
 
     ``train.teacher_outputs``: ``in_loop`` (each worker runs the frozen teachers on its batches) or
     ``precomputed`` (:func:`precompute_teachers`). Re-running with the same ``run_name`` and storage
     resumes from the run's latest checkpoint. ``on_epoch`` is called on the driver with each epoch's
     metrics as the rank-0 worker reports them (console progress)."""
-    train_ds = job.train_data.dataset()
+    train_ds, val_ds = job.train_data.dataset(), job.val_data.dataset()
     teachers = {n: {"spec": t["spec"], "state": ray.put(t["state"]), "inputs": t["inputs"]}
                 for n, t in job.teachers.items()}
     if job.train.teacher_outputs == "precomputed" and job.teachers:
-        train_ds = precompute_teachers(job, ray_cfg)
+        train_ds = precompute_teachers(job, ray_cfg, job.train_data)
+        if job.train.selection == "val_objective":
+            val_ds = precompute_teachers(job, ray_cfg, job.val_data)
         teachers = {}  # the logits travel with the rows; workers load no teacher
     store = storage_args(ray_cfg.storage_path)
     marker_dir = store["storage_path"] if "storage_filesystem" not in store else "/tmp"
@@ -131,7 +135,7 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, failure_config=FailureConfig(max_failures=job.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), **store),
-        datasets={"train": train_ds, "eval": job.eval_data.dataset()},
+        datasets={"train": train_ds, "val": val_ds},
         dataset_config=ingest_config(job.train.deterministic),
     )
     try:
@@ -141,7 +145,8 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
             progress.close()
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
-    return state["model"], dict(result.metrics or {})
+    selected = state["best"]["model"] if job.train.selection != "last" and state.get("best") else state["model"]
+    return selected, dict(result.metrics or {})
 
 
 class _Progress:

@@ -12,6 +12,10 @@ The loop and the evaluator know nothing about classes or pixels; they ask the ta
 * ``epoch_metrics(result)``: the few numbers logged per epoch (``oa``, ``<bucket>/oa``);
 * ``inference_columns(output, batch)``: the columns batch inference keeps per sample;
 * ``evaluate(columns)``: the final evaluation (overall and per cloud bucket) that MLflow and tables show.
+
+Cloud buckets always use ``bucket_fraction``, the best mask the data has (simulator truth on the
+generated benchmark, the dataset's masks on M3M-CR), never the training-time ``cloud_fraction`` a
+method may read (a detector's, by default).
 """
 
 from __future__ import annotations
@@ -62,10 +66,11 @@ class ClassificationTask(Task):
     def inference_columns(self, output: Any, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         logits = main_logits(output).float().cpu().numpy()
         return {"sample_id": np.asarray(batch["sample_id"]), "logits": logits, "pred": logits.argmax(1),
-                "label": np.asarray(batch["label"]), "cloud_fraction": np.asarray(batch["cloud_fraction"])}
+                "label": np.asarray(batch["label"]), "cloud_fraction": np.asarray(batch["cloud_fraction"]),
+                "bucket_fraction": np.asarray(_buckets_of(batch))}
 
     def evaluate(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        return evaluate(columns["pred"], columns["label"], columns["cloud_fraction"], self.num_classes,
+        return evaluate(columns["pred"], columns["label"], _buckets_of(columns), self.num_classes,
                         self.class_names)
 
 
@@ -74,7 +79,7 @@ class _Accumulator:
         self.acc, self.class_names = acc, class_names
 
     def update(self, pred: torch.Tensor, batch: Mapping[str, Any]) -> None:
-        self.acc.update(pred.cpu(), batch["label"].cpu(), batch["cloud_fraction"].cpu())
+        self.acc.update(pred.cpu(), batch["label"].cpu(), _buckets_of(batch).cpu())
 
     def all_reduce(self) -> "_Accumulator":
         self.acc = self.acc.all_reduce(device=torch.device("cpu"))
@@ -82,6 +87,11 @@ class _Accumulator:
 
     def result(self) -> dict[str, Any]:
         return self.acc.result(self.class_names or None)
+
+
+def _buckets_of(batch: Mapping[str, Any]):
+    """The fraction cloud buckets are made from: the best mask there is (see the module docstring)."""
+    return batch["bucket_fraction"] if "bucket_fraction" in batch else batch["cloud_fraction"]
 
 
 def build_task(name: str, num_classes: int, class_names: Sequence[str] | None = None) -> Task:

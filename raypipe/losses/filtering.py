@@ -59,8 +59,9 @@ def filter_pseudo_labels(logits: torch.Tensor, rule: str = "max_softmax", thresh
                          max_cloud_fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pseudo_labels (B,) int64, keep_mask (B,) bool)`` from source-model logits ``(B, C)``.
 
-    ``max_cloud_fraction`` < 1 (a raypipe extension, not published): a sample is also dropped when
-    its ``cloud_fraction`` (from the pipeline's cloud stage) exceeds it, whatever f_S's confidence;
+    ``max_cloud_fraction`` < 1 (a raypipe extension, not published): a sample is also dropped unless
+    its ``cloud_fraction`` (from the pipeline's cloud stage) is below it (strictly, as the clear
+    bucket of ``raypipe.clouds.buckets``: 0.1 keeps exactly the clear tiles), whatever f_S's confidence;
     ignored with ``rule="none"`` (the no-filtering ablation)."""
     _check(rule, threshold, temperature)
     if not 0.0 <= max_cloud_fraction <= 1.0:
@@ -77,7 +78,7 @@ def filter_pseudo_labels(logits: torch.Tensor, rule: str = "max_softmax", thresh
         c = torch.as_tensor(cloud_fraction, device=keep.device).reshape(-1)
         if c.shape != keep.shape:
             raise ValueError(f"cloud_fraction has {c.numel()} entries for {keep.numel()} samples")
-        keep &= c <= max_cloud_fraction
+        keep &= c < max_cloud_fraction  # strict, as the clear bucket: 0.1 keeps exactly the clear tiles
     return labels, keep
 
 

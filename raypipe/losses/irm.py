@@ -98,10 +98,13 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
     0/1, ``(B,)``): in ``"batch"`` mode, the batch ratio is taken over the masked-in samples only
     (the stage-2 filtering ablation); ignored by the other modes.
 
-    ``cloud_prior`` (a raypipe extension, not published; off by default): the optical score is
-    multiplied by the sample's clear fraction, ``s_O,i <- max(eps, s_O,i (1 - c_i))`` with
-    ``cloud_fraction`` c from the pipeline's cloud stage, before the ratio (both modes). A fully
-    cloudy tile then gets ``w_O = w_min`` however confident the optical teachers are.
+    ``cloud_prior`` (a raypipe extension, not published; off by default): the optical share is
+    multiplied by the sample's clear fraction after the split, ``rho^Opt_i <- rho^Opt_i (1 - c_i)``,
+    with ``cloud_fraction`` c from the pipeline's cloud stage (both modes), so that
+    ``w_O,i - w_min <= (1 - 2 w_min)(1 - c_i)`` whatever the teachers say: a fully cloudy tile gets
+    ``w_O = w_min`` exactly, and at c = 0.95 ``w_O <= w_min + 0.05 (1 - 2 w_min)``. (Scaling the score
+    s_O before the ratio, as an earlier version did, does not bound w_O: when SAR disagrees with the
+    reference its score is clamped to eps too, and the ratio of two clamped scores is 1.)
     """
     _check_hp(mode, alpha, temperature, w_min, reference, eps)
     b = opt_logits.shape[0]
@@ -109,13 +112,14 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
         half = torch.full((b,), 0.5, device=opt_logits.device)
         return half, half.clone()
     s_o, s_r, _ = irm_scores(opt_logits, src_logits, sar_logits, temperature, reference, eps)
+    clear = None
     if cloud_prior:
         if cloud_fraction is None:
             raise ValueError("irm cloud_prior needs each sample's cloud_fraction")
         c = cloud_fraction.detach().to(device=s_o.device, dtype=s_o.dtype).reshape(-1)
         if c.shape != s_o.shape:
             raise ValueError(f"cloud_fraction has {c.numel()} entries for {s_o.numel()} samples")
-        s_o = (s_o * (1.0 - c.clamp(0.0, 1.0))).clamp_min(eps)
+        clear = 1.0 - c.clamp(0.0, 1.0)
     if mode == "batch":
         m = torch.ones_like(s_o) if mask is None else mask.detach().to(s_o.dtype).reshape(-1)
         if m.sum() <= 0:
@@ -124,6 +128,8 @@ def irm_weights(opt_logits: torch.Tensor, src_logits: torch.Tensor, sar_logits: 
     else:
         log_rho = torch.log(s_o) - torch.log(s_r)
     rho_opt = torch.sigmoid(alpha * log_rho)  # = rho^alpha / (1 + rho^alpha)
+    if clear is not None:
+        rho_opt = rho_opt * clear
     w_opt = w_min + (1.0 - 2.0 * w_min) * rho_opt
     return w_opt.contiguous(), (1.0 - w_opt).contiguous()
 

@@ -29,15 +29,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from raypipe.clouds.buckets import CLEAR_MAX, CLOUD_BUCKETS, CLOUDY_MIN, cloud_bucket, cloud_buckets
+
 __all__ = [
     "CLEAR_MAX", "CLOUDY_MIN", "CLOUD_BUCKETS", "cloud_bucket", "cloud_buckets",
     "confusion_matrix", "metrics_from_confusion", "evaluate", "to_mlflow_metrics",
     "plot_confusion_matrix", "ConfusionAccumulator",
 ]
 
-CLEAR_MAX = 0.1    # cloud fraction strictly below this: "clear"
-CLOUDY_MIN = 0.9   # cloud fraction strictly above this: "cloudy"
-CLOUD_BUCKETS: tuple[str, ...] = ("clear", "partly", "cloudy")
 METRIC_KEYS: tuple[str, ...] = ("oa", "aa", "macro_f1", "kappa")
 
 
@@ -46,29 +45,6 @@ def _np(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def cloud_bucket(fraction: float) -> str:
-    """``"clear"`` if fraction < CLEAR_MAX, ``"cloudy"`` if > CLOUDY_MIN, else ``"partly"``."""
-    f = float(fraction)
-    if not 0.0 <= f <= 1.0:  # also rejects NaN
-        raise ValueError(f"cloud fraction must be in [0, 1], got {fraction!r}")
-    if f < CLEAR_MAX:
-        return "clear"
-    if f > CLOUDY_MIN:
-        return "cloudy"
-    return "partly"
-
-
-def cloud_buckets(fractions: Any) -> np.ndarray:
-    """Vectorised ``cloud_bucket``: array of bucket names."""
-    f = _np(fractions).astype(np.float64).ravel()
-    if f.size and not (np.all(f >= 0.0) and np.all(f <= 1.0)):
-        raise ValueError("cloud fractions must be in [0, 1] (no NaN)")
-    out = np.full(f.shape, "partly", dtype=object)
-    out[f < CLEAR_MAX] = "clear"
-    out[f > CLOUDY_MIN] = "cloudy"
-    return out
 
 
 def confusion_matrix(pred: Any, target: Any, num_classes: int, ignore_index: int | None = None) -> np.ndarray:

@@ -81,6 +81,6 @@ class PseudoLabel(Objective):
         labels, keep = apply_filter(f, logits, torch.from_numpy(pred["cloud_fraction"]))
         target = pred["label"] if (pred["label"] >= 0).all() else None
         stats = filter_stats(labels.numpy(), keep.numpy(), len(ctx.classes), ctx.classes,
-                             np.asarray(pred["cloud_fraction"]), target=target,
+                             np.asarray(pred.get("bucket_fraction", pred["cloud_fraction"])), target=target,
                              scores=filter_scores(logits, f.rule, f.temperature).numpy())
         return {f"pseudo/{k}": float(v) for k, v in stats.items() if v is not None}

@@ -100,6 +100,9 @@ class DatasetSpec:
     optical_stats: BandStats | None = None  # published z-score constants of (some) optical bands
     sar_stats: BandStats | None = None  # published z-score constants of the SAR bands
     sar_range: tuple[float, float] = (0.0, 255.0)  # SAR values min-max scaling maps to 0..1 (S1 dB: -25..0)
+    # The dataset's cloud masks are the truth a simulator drew (the generated benchmark), not a product a
+    # user would have (M3M-CR's masks): training on them is an oracle; evaluation buckets use them.
+    masks_are_truth: bool = False
 
     def manifest_rows(self, root: str, quarantine: Quarantine, options: PrepareOptions) -> tuple[list[dict], list[str]]:
         """Scan ``root`` (path or URI) in this dataset's official layout: (manifest rows, class list).

@@ -64,4 +64,5 @@ class SyntheticBenchmark(DatasetSpec):
         return src + tgt, classes
 
 
-SYNTHETIC = register(SyntheticBenchmark("synthetic", "classification", **sen12ms.SENTINEL_FIELDS))
+SYNTHETIC = register(SyntheticBenchmark("synthetic", "classification", **sen12ms.SENTINEL_FIELDS,
+                                        masks_are_truth=True))

@@ -21,8 +21,8 @@ class IRMConfig:
     w_min: float = 0.1
     temperature: float = 1.0
     reference: Literal["consensus", "source"] = "consensus"
-    # raypipe extension (not published): scale the optical score by the clear fraction 1 − c before
-    # the ratio, so a fully cloudy tile gets w_O = w_min. See docs/methods.md.
+    # raypipe extension (not published): scale the optical share by the clear fraction 1 − c after the
+    # split, so w_O − w_min ≤ (1 − 2 w_min)(1 − c): w_O = w_min on a fully cloudy tile. See docs/methods.md.
     cloud_prior: bool = False
 
     def validate(self, path: str) -> None:
@@ -32,6 +32,8 @@ class IRMConfig:
             raise ConfigError(f"{path}.w_min", "must be within [0, 0.5)")
         if not self.temperature > 0:
             raise ConfigError(f"{path}.temperature", "must be > 0")
+        if self.mode == "off" and self.cloud_prior:
+            raise ConfigError(f"{path}.cloud_prior", "has no effect with mode=off (equal weights): turn one of them off")
 
 
 @dataclass
