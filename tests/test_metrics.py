@@ -143,6 +143,44 @@ def test_accumulator_all_reduce_single_process(tmp_path):
     assert np.array_equal(a.to_array(), before) and a.has_buckets
 
 
+def _all_reduce_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        acc = ConfusionAccumulator(3)
+        if rank == 0:  # two samples: (true 0, pred 0, clear), (true 2, pred 1, cloudy)
+            acc.update([0, 1], [0, 2], [0.0, 1.0])
+        else:  # three samples: (true 2, pred 2, partly) twice, (true 1, pred 0, clear)
+            acc.update([2, 2, 0], [2, 2, 1], [0.5, 0.5, 0.05])
+        np.save(f"{out_dir}/rank{rank}.npy", acc.all_reduce().to_array())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_accumulator_all_reduce_sums_two_gloo_processes(tmp_path):
+    """Two real processes each fill their own accumulator; after all_reduce both hold the sum,
+    which equals the confusion matrices written out by hand (rows = truth, columns = prediction)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    assert np.array_equal(r0, r1)
+    overall = r0[0]
+    expected = np.zeros((3, 3), np.int64)
+    expected[0, 0] = 1  # rank 0, sample 1
+    expected[2, 1] = 1  # rank 0, sample 2
+    expected[2, 2] = 2  # rank 1, samples 1-2
+    expected[1, 0] = 1  # rank 1, sample 3
+    assert np.array_equal(overall, expected)
+    # per bucket (clear, partly, cloudy, after the overall matrix): clear holds (0,0) and (1,0),
+    # partly the two (2,2), cloudy the (2,1)
+    clear, partly, cloudy = r0[1], r0[2], r0[3]
+    assert clear[0, 0] == 1 and clear[1, 0] == 1 and clear.sum() == 2
+    assert partly[2, 2] == 2 and partly.sum() == 2
+    assert cloudy[2, 1] == 1 and cloudy.sum() == 1
+
+
 def test_plot_confusion_matrix_writes_png(tmp_path):
     cm = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
     out = plot_confusion_matrix(cm, ["Forest", "Water", "Urban"], tmp_path / "sub" / "cm.png", title="test")

@@ -22,7 +22,7 @@ def run_mtts(cfg):
     return run_method(MTTS, cfg)
 
 TINY_MODEL = {"kind": "resnet", "depth": 10, "width": 4, "stem": "small", "norm": "group"}
-TINY_TRAIN = {"epochs": 1, "batch_size": 16}
+TINY_TRAIN = {"epochs": 1, "batch_size": 16, "deterministic": True}  # repeatable: the leakage guard compares runs
 
 
 def tiny(tmp_path, **extra_stage):
@@ -167,3 +167,36 @@ def test_bad_value_exits_before_any_ray_train_run(tmp_path):
     assert "stages.target.irm.alpha" in proc.stderr
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_no_target_labels_reach_training(first_run):
+    """Leakage guard: permute the target training labels in the manifest and run again, deterministically.
+    Every stage that trains on the target (the auxiliary models and the target model) must come out
+    bit-identical: labels are read by evaluation only."""
+    import numpy as np
+    import torch
+
+    from raypipe.data.manifest import read_manifest, write_manifest
+    from raypipe.tracking import Lineage
+
+    tmp, result, _ = first_run
+    frame = read_manifest(str(tmp / "bench" / "manifest.parquet"))
+    rows = (frame["domain"] == "target") & (frame["split"] == "train")
+    permuted = frame.copy()
+    labels = permuted.loc[rows, "label"].to_numpy()
+    shuffled = np.random.default_rng(0).permutation(labels)
+    assert (shuffled != labels).sum() >= len(labels) // 2  # really permuted
+    permuted.loc[rows, "label"] = shuffled
+    permuted.attrs = frame.attrs
+    write_manifest(permuted, str(tmp / "permuted.parquet"))
+    cfg = tiny(tmp)
+    cfg["data"]["source_manifest"] = str(tmp / "permuted.parquet")
+    other = run_mtts(resolve(extra=cfg))
+    assert not any(o.reused for o in other.stages.values())  # the data hash changed: everything retrained
+    lineage = Lineage(f"sqlite:///{tmp}/mlflow.db", "test-mtts")
+    for stage in ("aux_optical", "aux_sar", "target"):
+        a = lineage.load_checkpoint(result.stages[stage].run_id)["state_dict"]
+        b = lineage.load_checkpoint(other.stages[stage].run_id)["state_dict"]
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"{stage}.{name} depends on the target training labels"
