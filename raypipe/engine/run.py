@@ -10,7 +10,9 @@ For each declared stage, in order:
    checked, referenced runs checked, and the stage key: a hash of the stage's configuration, its
    teachers' keys and the data hash;
 2. **reuse or train**: a finished run with the same key (or the run named by ``from_run``) stands
-   for the stage; otherwise the stage trains on Ray Train, its teachers loaded from their MLflow runs;
+   for the stage; otherwise the stage trains on Ray Train, its teachers loaded from their MLflow runs.
+   A stage whose earlier driver died (or that failed) continues its interrupted MLflow run and its Ray
+   Train run (same name, so it resumes from the latest checkpoint): see docs/reliability.md;
 3. **evaluate** on each declared view by Ray Data batch inference;
 4. **record**: config, data hash, per-epoch metrics, evaluation, checkpoint (weights + JSON spec, the
    model's inputs included) in an MLflow child run of one pipeline run.
@@ -235,15 +237,20 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
     job = runner.StageJob(stage.name, plan.objective, plan.spec, plan.config.train, train_pipe, val_pipe, teachers,
                           method.task, len(data.classes), data.classes)
     inputs = {t: done[t].run_id for t in stage.teachers}
+    interrupted = lineage.find_interrupted_stage(stage.name, plan.key)  # its driver died, or it failed
+    if interrupted:
+        log.info("stage %s: continuing interrupted run %s (key %s)", stage.name, interrupted, plan.key)
     with lineage.stage_run(parent_id, stage.name, plan.key, stage_params(plan, method, cfg), inputs,
-                           data.data_hash) as run:
+                           data.data_hash, resume=interrupted) as run:
         run.set_tags({"raypipe.oracle": ",".join(plan.oracle) or "none", "raypipe.selection": plan.config.train.selection,
                       "raypipe.cloud_source.train": "; ".join(plan.cloud_sources)})
         run.log_metrics(plan.objective.diagnostics(StageContext(plan, train_pipe, teachers, data.classes,
                                                                 method.task, cfg.ray)))
         t_fit = time.perf_counter()
-        state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}", run.handle,
-                              on_epoch=lambda m: console.epoch(plan, m))
+        # The Ray Train run is named after the MLflow run: a continued (interrupted) run restores its
+        # latest checkpoint; a forced retrain is a new MLflow run, so it trains afresh.
+        state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}-{run.run_id[:8]}",
+                              run.handle, on_epoch=lambda m: console.epoch(plan, m))
         t_eval = time.perf_counter()
         evaluations = evaluate_stage(plan, method, cfg, data, state)
         t_log = time.perf_counter()

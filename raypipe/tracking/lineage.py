@@ -28,6 +28,16 @@ reuse in the current pipeline twice: a tag on the parent and a tiny FINISHED chi
 MLflow UI shows every stage under every pipeline run). Teachers are always loaded from the
 original training run (``raypipe.reused_from``), which holds the checkpoint.
 
+Interrupted stages (docs/reliability.md, "Faults"): every pipeline and stage run is tagged
+``raypipe.driver=<host>:<pid>:<process start time>``. A stage run with a key that never FINISHED
+(its driver was killed, so it stays RUNNING forever; or it ended FAILED/KILLED) is found by
+:meth:`Lineage.find_interrupted_stage` and *continued* by ``stage_run(..., resume=run_id)``: the
+same run id, set RUNNING again, re-parented under the new pipeline run, tagged
+``raypipe.resumed=true`` and ``raypipe.attempts=<n>`` (its earlier error moved to
+``raypipe.previous_error``); its old pipeline run, if still RUNNING, ends KILLED with
+``raypipe.interrupted=true``. So a rerun leaves one stage run per stage key, never a duplicate.
+A RUNNING run whose driver is still alive on this host is never taken over.
+
 The other concerns live next door: names, keys and params in :mod:`~raypipe.tracking.keys`, the
 tracking-URI policy in :mod:`~raypipe.tracking.uris`, the worker-side :class:`RunHandle` in
 :mod:`~raypipe.tracking.handle`, artifacts in :mod:`~raypipe.tracking.artifacts`, checkpoints in
@@ -91,10 +101,57 @@ __all__ = [
     "CheckpointError", "TAG_KIND", "TAG_STAGE", "TAG_STAGE_KEY", "TAG_DATA_HASH", "TAG_INPUT_PREFIX",
     "TAG_REUSED_FROM", "TAG_PARENT", "KIND_PIPELINE", "KIND_STAGE", "KIND_STAGE_REUSED",
     "CHECKPOINT_FILE", "STATE_FILE", "SPEC_FILE", "LEGACY_FILE", "CHECKPOINT_FORMAT", "PARAM_VALUE_LIMIT",
-    "TRUNCATION_MARKER",
+    "TRUNCATION_MARKER", "TAG_DRIVER", "TAG_RESUMED", "TAG_ATTEMPTS", "TAG_INTERRUPTED", "driver_id", "driver_alive",
 ]
 
+TAG_DRIVER = "raypipe.driver"  # <host>:<pid>:<process start time> of the driver that opened the run
+TAG_RESUMED = "raypipe.resumed"  # "true" on a stage run continued by a rerun after an interruption
+TAG_ATTEMPTS = "raypipe.attempts"  # how many drivers have trained this stage run (1 if absent)
+TAG_INTERRUPTED = "raypipe.interrupted"  # "true" on a pipeline run whose driver died (ended KILLED)
+TAG_RESUMED_IN = "raypipe.resumed_in"  # on an interrupted pipeline run: the pipeline run that continued it
+TAG_PREVIOUS_ERROR = "raypipe.previous_error"
+
 CHECKPOINT_FILE = STATE_FILE  # the file check_run looks for (was model.pt before spec.json split off)
+
+# ---------------------------------------------------------------------------------------------
+# Drivers: who opened a run, and whether that process still lives
+# ---------------------------------------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str:
+    try:
+        import psutil
+
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except Exception:
+        return ""
+
+
+def driver_id() -> str:
+    """This process as a run's driver: ``<host>:<pid>:<start time>`` (the start time tells a
+    reused pid from the original process)."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def driver_alive(driver: str | None) -> bool | None:
+    """Whether the driver named by a ``raypipe.driver`` tag still runs: True/False when it ran
+    on this host, None when that cannot be told (another host, or no tag)."""
+    import socket
+
+    try:
+        host, pid, started = (driver or "").rsplit(":", 2)
+        pid_ = int(pid)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    if pid_ == os.getpid():
+        return True
+    current = _process_start(pid_)
+    return bool(current) and (not started or current == started)
+
 
 # ---------------------------------------------------------------------------------------------
 # Runs
@@ -258,12 +315,16 @@ class Lineage:
         artifacts.log_dict(self.client, run_id, redact(config), "config.yaml")
 
     @contextlib.contextmanager
-    def _run(self, run_name: str, tags: Mapping[str, str], setup) -> Iterator[str]:
-        """Create a run, call ``setup(run_id)``, yield, then end FINISHED, or FAILED/KILLED on an
-        exception (re-raised)."""
-        run = self.client.create_run(self.experiment_id, tags={k: redact_text(str(v)) for k, v in tags.items()},
-                                     run_name=run_name)
-        run_id = run.info.run_id
+    def _run(self, run_name: str, tags: Mapping[str, str], setup, run_id: str | None = None) -> Iterator[str]:
+        """Create a run (or continue ``run_id``: set it RUNNING again with ``tags`` added), call
+        ``setup(run_id)``, yield, then end FINISHED, or FAILED/KILLED on an exception (re-raised)."""
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                         tags={k: redact_text(str(v)) for k, v in tags.items()})
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+            self.set_tags(run_id, tags)
         try:
             setup(run_id)
             yield run_id
@@ -293,43 +354,113 @@ class Lineage:
                 from mlflow.tracking.context.registry import resolve_tags
 
                 all_tags.update(resolve_tags())
-        all_tags.update({TAG_KIND: KIND_PIPELINE, TAG_PIPELINE: name})
+        all_tags.update({TAG_KIND: KIND_PIPELINE, TAG_PIPELINE: name, TAG_DRIVER: driver_id()})
         all_tags.update({k: str(v) for k, v in (tags or {}).items()})
 
         def setup(run_id: str) -> None:
             self._log_config_params(run_id, config)
             self._log_config(run_id, config)
+            self.close_interrupted_pipelines(name, run_id)
 
         with self._run(name, all_tags, setup) as run_id:
             yield TrackedRun(self, run_id)
 
+    def close_interrupted_pipelines(self, name: str, successor: str) -> list[str]:
+        """End KILLED (tagged ``raypipe.interrupted=true``, ``raypipe.resumed_in=<successor>``) every
+        RUNNING pipeline run named ``name`` whose driver is known dead (it ran on this host and its
+        process is gone): a SIGKILLed driver cannot end its own runs. Returns their ids."""
+        closed: list[str] = []
+        if "'" in name:
+            return closed
+        flt = (f"tags.`{TAG_KIND}` = '{KIND_PIPELINE}' AND tags.`{TAG_PIPELINE}` = '{name}' "
+               "AND attributes.status = 'RUNNING'")
+        with contextlib.suppress(Exception):  # tidying only: never fail a pipeline over it
+            for run in self.client.search_runs([self.experiment_id], filter_string=flt, max_results=50):
+                if run.info.run_id != successor and driver_alive(run.data.tags.get(TAG_DRIVER)) is False:
+                    self.set_tags(run.info.run_id, {TAG_INTERRUPTED: "true", TAG_RESUMED_IN: successor})
+                    self.client.set_terminated(run.info.run_id, "KILLED")
+                    closed.append(run.info.run_id)
+        return closed
+
     @contextlib.contextmanager
     def stage_run(self, parent_run_id: str, stage: str, key: str, config: Mapping[str, Any] | Any,
                   inputs: Mapping[str, str] | None = None, data_hash: str = "",
-                  tags: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+                  tags: Mapping[str, Any] | None = None, resume: str | None = None) -> Iterator[StageRun]:
         """A stage's child run under ``parent_run_id``: tags ``mlflow.parentRunId``,
         ``raypipe.kind=stage``, ``raypipe.stage``, ``raypipe.stage_key``, ``raypipe.data_hash``,
-        ``raypipe.input.<name>=<run id>``; the flattened config as params; ``config.yaml`` and
-        ``lineage.json`` artifacts. On success the parent gets ``raypipe.stage_run.<stage>``.
-        Ends FAILED if the body raises, so :meth:`find_stage` never reuses it."""
+        ``raypipe.input.<name>=<run id>``, ``raypipe.driver``; the flattened config as params;
+        ``config.yaml`` and ``lineage.json`` artifacts. On success the parent gets
+        ``raypipe.stage_run.<stage>``. Ends FAILED if the body raises, so :meth:`find_stage` never
+        reuses it.
+
+        ``resume``: an interrupted run of this stage and key (:meth:`find_interrupted_stage`) to
+        continue instead of creating a new one: the same run id, re-parented under
+        ``parent_run_id``, tagged ``raypipe.resumed=true`` and ``raypipe.attempts=<n>``; its params
+        and ``config.yaml`` are those of its first attempt (same key, same config); its old
+        pipeline run, if still RUNNING, ends KILLED with ``raypipe.interrupted=true``."""
         _check_name(stage, "stage name")
         inputs = dict(inputs or {})
         for n in inputs:
             _check_name(n, "input name")
         all_tags = {TAG_PARENT: parent_run_id, TAG_KIND: KIND_STAGE, TAG_STAGE: stage,
-                    TAG_STAGE_KEY: key, TAG_DATA_HASH: data_hash}
+                    TAG_STAGE_KEY: key, TAG_DATA_HASH: data_hash, TAG_DRIVER: driver_id()}
         all_tags.update({f"{TAG_INPUT_PREFIX}{n}": rid for n, rid in inputs.items()})
         all_tags.update({k: str(v) for k, v in (tags or {}).items()})
+        if resume:
+            all_tags.update(self._take_over(resume, stage, key, parent_run_id))
 
         def setup(run_id: str) -> None:
-            self._log_config_params(run_id, config)
-            self._log_config(run_id, config)
+            if not resume:
+                self._log_config_params(run_id, config)
+                self._log_config(run_id, config)
             self._log_dict(run_id, {"stage": stage, "stage_key": key, "data_hash": data_hash,
                                     "inputs": inputs, "parent_run_id": parent_run_id}, "lineage.json")
 
-        with self._run(stage, all_tags, setup) as run_id:
+        with self._run(stage, all_tags, setup, run_id=resume) as run_id:
             yield StageRun(self, run_id, parent_run_id, stage, key, inputs, data_hash)
         self._set_tags(parent_run_id, {f"{TAG_PARENT_STAGE_RUN}{stage}": run_id})
+
+    def find_interrupted_stage(self, stage: str, key: str) -> str | None:
+        """Run id of the newest training run (kind ``stage``) of ``stage`` with this key that did
+        not finish and may be continued: FAILED or KILLED, or RUNNING with a driver that is gone
+        (``raypipe.driver``: dead on this host; a driver on another host cannot be checked and is
+        taken as gone, since two live drivers of one key would share one Ray Train run anyway).
+        A RUNNING run whose driver still lives on this host is never returned."""
+        from mlflow.entities import ViewType
+
+        _check_name(stage, "stage name")
+        _check_name(key, "stage key")
+        flt = (f"tags.`{TAG_KIND}` = '{KIND_STAGE}' AND tags.`{TAG_STAGE}` = '{stage}' AND "
+               f"tags.`{TAG_STAGE_KEY}` = '{key}' AND attributes.status != 'FINISHED'")
+        runs = self.client.search_runs([self.experiment_id], filter_string=flt,
+                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=20,
+                                       order_by=["attributes.start_time DESC"])
+        for run in runs:
+            if run.info.status == "RUNNING" and driver_alive(run.data.tags.get(TAG_DRIVER)) is True:
+                continue  # another pipeline on this machine is training it right now
+            if run.info.status in ("RUNNING", "FAILED", "KILLED"):
+                return run.info.run_id
+        return None
+
+    def _take_over(self, run_id: str, stage: str, key: str, parent_run_id: str) -> dict[str, str]:
+        """Checks ``run_id`` is a run of this stage and key, ends its old pipeline run KILLED if
+        that is still RUNNING (its driver died with the stage's), and returns the tags that mark
+        the continuation."""
+        run = self.client.get_run(run_id)
+        tags = run.data.tags
+        if tags.get(TAG_KIND) != KIND_STAGE or tags.get(TAG_STAGE) != stage or tags.get(TAG_STAGE_KEY) != key:
+            raise ValueError(f"run {run_id!r} is not a training run of stage {stage!r} with key {key!r}")
+        old_parent = tags.get(TAG_PARENT)
+        if old_parent and old_parent != parent_run_id:
+            with contextlib.suppress(Exception):
+                if self.client.get_run(old_parent).info.status == "RUNNING":
+                    self.set_tags(old_parent, {TAG_INTERRUPTED: "true", TAG_RESUMED_IN: parent_run_id})
+                    self.client.set_terminated(old_parent, "KILLED")
+        out = {TAG_RESUMED: "true", TAG_ATTEMPTS: str(int(tags.get(TAG_ATTEMPTS, "1")) + 1)}
+        if TAG_ERROR in tags:
+            out[TAG_PREVIOUS_ERROR] = tags[TAG_ERROR]
+            self.client.delete_tag(run_id, TAG_ERROR)
+        return out
 
     def find_stage(self, stage: str, key: str) -> str | None:
         """Run id of the newest FINISHED training run (kind ``stage``) of ``stage`` with
