@@ -86,6 +86,8 @@ def test_rerun_reuses_every_stage_and_force_retrains_one(first_run):
     forced = run_mtts(resolve(extra={**tiny(tmp), "force_stages": ["target"]}))
     assert [s for s, o in forced.stages.items() if not o.reused] == ["target"]
     assert forced.stages["target"].run_id != first.stages["target"].run_id
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")  # and it really trained (epochs ran, from 0)
+    assert [m.value for m in client.get_metric_history(forced.stages["target"].run_id, "start_epoch")] == [0.0]
     # a change in one stage's config retrains that stage and everything downstream of it; the target
     # stage here takes its teachers' logits precomputed by Ray Data batch inference instead of in the loop
     changed = run_mtts(resolve(extra=tiny(tmp, aux_sar={"filter": {"threshold": 0.3}},
