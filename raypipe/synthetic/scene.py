@@ -51,13 +51,17 @@ LC_BANDS: tuple[str, ...] = ("IGBP", "LCCS-LC", "LCCS-LU", "LCCS-SH")
 
 OTHER_CLASSES_PER_TILE = (1, 3)  # inclusive range of blob classes besides the dominant one
 OTHER_CLASS_AREA = (0.15, 0.40)  # total area of the blobs -> dominant class covers 60-85 %
+# Snow cover is regional: Snow/Ice patches appear only in Snow/Ice tiles' neighbourhoods, i.e. as a
+# blob class only in tiles whose dominant class is one of these (mountain / cold-region classes).
+SNOW_BLOB_HOSTS: tuple[str, ...] = ("Snow/Ice", "Barren", "Forest")
+SNOW_BLOB_WEIGHT = 0.25  # relative weight of Snow/Ice among the candidate blob classes of a host tile
 BLOBS_PER_SIDE = 3.0  # smooth-field correlation cells across a tile for the blobs
 TEXTURE_CELL_PX = 4.0  # correlation length of the texture fields, in pixels
 FIELD_WORK_RES = 64  # smooth fields are computed at most at this resolution, then upsampled
 
 _N_CLASSES = len(CLASSES)
 _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
-_WETLAND, _WATER = _CLASS_INDEX["Wetland"], _CLASS_INDEX["Water"]
+_WETLAND, _WATER, _SNOW = _CLASS_INDEX["Wetland"], _CLASS_INDEX["Water"], _CLASS_INDEX["Snow/Ice"]
 _LC_TABLE = np.array([(CLASS_TO_IGBP[c], *CLASS_TO_LCCS[c]) for c in CLASSES], dtype=np.uint16).T  # (4, classes)
 
 
@@ -163,11 +167,17 @@ def _unit(fld: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(fld))
 
 
+def _snow_weight(label: int) -> float:
+    return SNOW_BLOB_WEIGHT if CLASSES[label] in SNOW_BLOB_HOSTS else 0.0
+
+
 def class_map(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     """(size, size) uint8 class indexes: the dominant ``label`` plus a few smooth blobs of others."""
     lo, hi = OTHER_CLASSES_PER_TILE
     n_other = int(rng.integers(lo, hi + 1))
-    others = rng.choice([c for c in range(_N_CLASSES) if c != label], n_other, replace=False)
+    candidates = [c for c in range(_N_CLASSES) if c != label]
+    weights = np.array([_snow_weight(label) if c == _SNOW else 1.0 for c in candidates])
+    others = rng.choice(candidates, n_other, replace=False, p=weights / weights.sum())
     shares = rng.dirichlet(np.ones(n_other)) * rng.uniform(*OTHER_CLASS_AREA)
     cmap = np.full((size, size), label, dtype=np.uint8)
     for cls, share in zip(others, shares):
