@@ -129,7 +129,8 @@ GAP_S2_GAIN = 0.04  # |spectral tilt of the gains| (band-to-band part: a quarter
 GAP_S2_GAIN_LEVEL = 0.03  # |common part of the gains| likewise (brightness change over all bands)
 GAP_S2_OFFSET = 0.006  # |per-band additive offset| (reflectance) likewise
 GAP_S2_CLASS_SHIFT = 0.12  # |log factor| per class and spectral region likewise
-GAP_S1_SHIFT_DB = 0.6  # |dB shift| per polarisation likewise
+GAP_S1_SHIFT_DB = 0.6  # |dB shift| per polarisation likewise (all classes: calibration, incidence angle)
+GAP_S1_CLASS_SHIFT_DB = 0.6  # |dB shift| per class and polarisation likewise (soil moisture, phenology, flooding)
 
 _S2_TABLE = np.array([S2_SPECTRA[c] for c in CLASSES], dtype=np.float32).T  # (13, classes)
 _TEXTURE_AMP = np.array([OPTICAL_TEXTURE[c] for c in CLASSES], dtype=np.float32)  # (classes, fields)
@@ -152,13 +153,15 @@ class DomainGap:
     """How the target domain differs from the source (reference) domain.
 
     S2: ``refl_target = (refl * class_shift[class, region(band)]) * gain[band] + offset[band]``;
-    S1: ``dB_target = dB + shift_db[pol]``. All factors are 1 / offsets 0 for the source.
+    S1: ``dB_target = dB + shift_db[pol] + class_shift_db[class][pol]`` (SAR has a domain gap of its
+    own, smaller than its class separation: a per-domain offset and a class-conditional shift). All factors are 1 / offsets 0 for the source.
     """
 
     s2_gain: tuple[float, ...]
     s2_offset: tuple[float, ...]
     s2_class_shift: dict[str, dict[str, float]]  # class -> spectral region -> factor
     s1_shift_db: tuple[float, ...]
+    s1_class_shift_db: dict[str, tuple[float, float]]  # class -> (VV, VH) dB
 
     @classmethod
     def draw(cls, seed: int) -> "DomainGap":
@@ -185,7 +188,13 @@ class DomainGap:
             log_factors = signed(GAP_S2_CLASS_SHIFT, len(S2_SPECTRAL_REGIONS))
             shift[c] = {r: float(np.exp(v)) for r, v in zip(S2_SPECTRAL_REGIONS, log_factors)}
         s1 = signed(GAP_S1_SHIFT_DB, len(S1_BANDS))
-        return cls(tuple(map(float, gain)), tuple(map(float, offset)), shift, tuple(map(float, s1)))
+        s1_class = {c: tuple(map(float, signed(GAP_S1_CLASS_SHIFT_DB, len(S1_BANDS)))) for c in CLASSES}
+        return cls(tuple(map(float, gain)), tuple(map(float, offset)), shift, tuple(map(float, s1)), s1_class)
+
+    def s1_class_table(self) -> np.ndarray:
+        """(2, classes) dB shift of the target SAR: per-domain offset plus class-conditional shift."""
+        table = np.array([self.s1_class_shift_db[c] for c in CLASSES], dtype=np.float32).T
+        return table + np.asarray(self.s1_shift_db, dtype=np.float32)[:, None]
 
     def class_factor_table(self) -> np.ndarray:
         """(13, classes) multiplicative factors of the class-conditional shift."""
@@ -206,9 +215,12 @@ class DomainGap:
             "s2_offset": dict(zip(S2_BANDS, self.s2_offset)),
             "s2_spectral_regions": {r: list(b) for r, b in S2_SPECTRAL_REGIONS.items()},
             "s2_class_shift": self.s2_class_shift,
+            "s1_formula": "dB + shift_db[pol] + class_shift_db[class][pol]",
             "s1_shift_db": dict(zip(S1_BANDS, self.s1_shift_db)),
+            "s1_class_shift_db": {c: dict(zip(S1_BANDS, v)) for c, v in self.s1_class_shift_db.items()},
             "magnitudes": {"s2_gain_tilt": GAP_S2_GAIN, "s2_gain_level": GAP_S2_GAIN_LEVEL, "s2_offset": GAP_S2_OFFSET,
-                           "s2_class_shift_log": GAP_S2_CLASS_SHIFT, "s1_shift_db": GAP_S1_SHIFT_DB},
+                           "s2_class_shift_log": GAP_S2_CLASS_SHIFT, "s1_shift_db": GAP_S1_SHIFT_DB,
+                           "s1_class_shift_db": GAP_S1_CLASS_SHIFT_DB},
         }
 
 

@@ -52,8 +52,10 @@ from raypipe.synthetic.scene import (
     CLASS_TO_LCCS,
     CLASSES,
     LC_BANDS,
+    TARGET_PRIOR_RATIO,
     TileSpec,
     class_map,
+    class_prior,
     held_out_scenes,
     plan,
     render_lc,
@@ -359,6 +361,9 @@ def generate(out: str, tiles: int, size: int, seed: int, workers: int | None = N
         "scenes": {d: scene_count(tiles, scene_size) for d in DOMAINS},
         "test_scenes": {d: held_out_scenes(seed, d, scene_count(tiles, scene_size)) for d in DOMAINS},
         "class_counts": {d: _class_counts(by_domain[d]) for d in DOMAINS},
+        "class_prior": {d: dict(zip(CLASSES, map(float, class_prior(seed, d)))) for d in DOMAINS},
+        "class_prior_rule": f"source uniform; target p_k ~ {TARGET_PRIOR_RATIO} ** (-rank_k / 9), ranks drawn "
+                            "from the seed; every class at least once in every split of >= 10 tiles",
         "clouds": {
             "domain": "target",
             "simulator": "raypipe.clouds.simulate.simulate_clouds",
