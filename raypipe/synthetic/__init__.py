@@ -18,8 +18,10 @@ The task
   edge and high NIR for vegetation, low NIR water, bright flat urban, very bright visible
   snow with low SWIR, high SWIR barren, wetland = per-pixel mix of marsh vegetation and
   water, cropland / grassland / savanna close but distinguishable), spatial texture,
-  per-tile illumination and per-band jitter, pixel noise; B10 (cirrus) stays near zero over
-  the ground. Optical is the stronger modality when clear.
+  band-correlated texture at several scales, per-tile illumination, path radiance and water
+  vapour, native-resolution smoothing of the 20/60 m bands, band-correlated noise; B10 (cirrus)
+  stays at 8-40 x 1e-4 over the ground (values calibrated on DESIGN 7b / 2; see
+  :mod:`~raypipe.synthetic.spectra`). Optical is the stronger modality when clear.
 * **SAR** (Sentinel-1 GRD-like, VV/VH dB): class backscatter (:data:`S1_BACKSCATTER_DB`:
   water very low, urban very high, forest high VH), texture, a per-tile offset (moisture,
   incidence angle) and multiplicative gamma speckle (:data:`SAR_LOOKS` looks). It separates
@@ -28,13 +30,14 @@ The task
 * **Domain gap**: the *source* domain (``ROIs1158_spring``) uses the reference spectra; the
   *target* domain (``ROIs1970_fall``) applies per-band gains and offsets, class-conditional
   spectral shifts (per class, per spectral region: visible, red edge/NIR, SWIR) to S2 and a
-  small dB shift to S1. The parameters are drawn from ``seed`` and recorded in
+  per-polarisation plus class-conditional dB shift to S1 (well under SAR's class separation). The parameters are drawn from ``seed`` and recorded in
   ``synthetic.json`` (:class:`DomainGap`).
 * **Clouds on the target only**: the cloud-free target S2 is passed through
   :func:`raypipe.clouds.simulate.simulate_clouds` with a coverage drawn per tile from
   :class:`raypipe.clouds.simulate.CoverageDistribution` (about a third each clear, partly,
   fully cloudy), both seeded by the tile's sample id and the salt ``synthetic-seed<seed>``
-  (recorded as ``clouds.salt``). The simulated cloud mask is written as ground truth. A
+  (recorded as ``clouds.salt``); the simulator gives the opacity and mask, the cloud's own
+  reflectance is a thick-cloud spectrum (``spectra.CLOUD_SPECTRUM``), not white. The simulated cloud mask is written as ground truth. A
   cloudy target tile has no cloud-free reference unless ``with_reference`` is set. Target
   labels (``lc``) exist for evaluation only.
 
@@ -56,7 +59,9 @@ as patch ``i % scene_size`` (patches start at 0 in each scene); its sample id is
 UTM zone (``EPSG:326xx``) and lie on a grid of adjacent tiles; scenes differ. About
 :data:`TEST_SCENE_FRACTION` of the scenes of each domain are test scenes (listed in
 ``synthetic.json`` as ``test_scenes``), the rest train; labels are assigned so that each
-split is balanced over the 10 classes (blocks of 10 tiles hold each class once).
+source split is balanced over the 10 classes; the target has a label shift (a geometric class prior,
+4x max/min, ranks drawn from the seed: :func:`~raypipe.synthetic.scene.class_prior`, recorded as
+``class_prior``), with every class at least once in every split of >= 10 tiles.
 
 Parameters: ``tiles`` per domain (>= 10), tile ``size`` in pixels (>= 16), ``seed``
 (>= 0), cloud ``preset`` (thin, thick, fog, shadow), ``scene_size`` (patches per scene; at

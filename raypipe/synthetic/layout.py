@@ -6,7 +6,7 @@ the manifest builder cannot disagree about the layout.
 
 from __future__ import annotations
 
-SYNTHETIC_VERSION = 1  # bump whenever the content generated for a given seed changes
+SYNTHETIC_VERSION = 2  # bump whenever the content generated for a given seed changes
 
 TEST_SCENE_FRACTION = 0.2
 DEFAULT_SCENE_SIZE = 50  # patches per scene when there are tiles enough (see writer.default_scene_size)

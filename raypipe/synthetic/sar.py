@@ -1,7 +1,9 @@
 """SAR (Sentinel-1 GRD-like, VV/VH in dB): class backscatter, texture, per-tile offsets, speckle.
 
 Informative for water, urban, forest, snow and barren; confusable for cropland, grassland,
-savanna and shrubland: the weaker modality overall, but blind to clouds.
+savanna and shrubland: the weaker modality overall, blind to clouds, but not to the domain: the
+target gets a per-polarisation dB offset and a class-conditional dB shift (DomainGap.s1_*), both
+well under the class separation.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def render_sar(rng: np.random.Generator, cmap: np.ndarray, gap: DomainGap | None
     db += _SAR_TEXTURE[cmap] * _smooth_field(rng, size, TEXTURE_CELL_PX)
     db += rng.normal(0.0, SAR_TILE_JITTER_DB) + rng.normal(0.0, SAR_POL_JITTER_DB, (len(S1_BANDS), 1, 1))
     if gap is not None:
-        db += np.asarray(gap.s1_shift_db)[:, None, None]
+        db += gap.s1_class_table()[:, cmap]
     speckle = rng.gamma(SAR_LOOKS, 1.0 / SAR_LOOKS, size=db.shape)
     power = np.maximum(np.power(10.0, db / 10.0) * speckle, SAR_POWER_FLOOR)
     return (10.0 * np.log10(power)).astype(np.float32)

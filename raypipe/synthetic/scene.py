@@ -51,13 +51,19 @@ LC_BANDS: tuple[str, ...] = ("IGBP", "LCCS-LC", "LCCS-LU", "LCCS-SH")
 
 OTHER_CLASSES_PER_TILE = (1, 3)  # inclusive range of blob classes besides the dominant one
 OTHER_CLASS_AREA = (0.15, 0.40)  # total area of the blobs -> dominant class covers 60-85 %
+# Snow cover is regional: Snow/Ice patches appear only in Snow/Ice tiles' neighbourhoods, i.e. as a
+# blob class only in tiles whose dominant class is one of these (mountain / cold-region classes).
+# Label shift: the target domain's class prior (class_prior) is skewed, the source's uniform.
+TARGET_PRIOR_RATIO = 4.0
+SNOW_BLOB_HOSTS: tuple[str, ...] = ("Snow/Ice", "Barren", "Forest")
+SNOW_BLOB_WEIGHT = 0.25  # relative weight of Snow/Ice among the candidate blob classes of a host tile
 BLOBS_PER_SIDE = 3.0  # smooth-field correlation cells across a tile for the blobs
 TEXTURE_CELL_PX = 4.0  # correlation length of the texture fields, in pixels
 FIELD_WORK_RES = 64  # smooth fields are computed at most at this resolution, then upsampled
 
 _N_CLASSES = len(CLASSES)
 _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
-_WETLAND, _WATER = _CLASS_INDEX["Wetland"], _CLASS_INDEX["Water"]
+_WETLAND, _WATER, _SNOW = _CLASS_INDEX["Wetland"], _CLASS_INDEX["Water"], _CLASS_INDEX["Snow/Ice"]
 _LC_TABLE = np.array([(CLASS_TO_IGBP[c], *CLASS_TO_LCCS[c]) for c in CLASSES], dtype=np.uint16).T  # (4, classes)
 
 
@@ -114,8 +120,36 @@ def _scene_geo(seed: int, domain: str, scene: int, size: int, scene_size: int, p
     return f"EPSG:{32600 + zone}", transform
 
 
+def class_prior(seed: int, domain: str) -> np.ndarray:
+    """Class prior (classes,) of a domain: uniform for the source; for the target a fixed geometric skew,
+    the most frequent class TARGET_PRIOR_RATIO times the rarest, ``p_k ~ ratio ** (-rank_k / 9)``,
+    with the ranks a permutation drawn from ``seed`` (which classes are rare changes with the seed, the
+    amount of label shift does not: total variation 0.185 from uniform for ratio 4)."""
+    if domain != "target":
+        return np.full(_N_CLASSES, 1.0 / _N_CLASSES)
+    ranks = np.random.default_rng([seed, _STREAM_PLAN, _DOMAIN_CODE[domain], 2]).permutation(_N_CLASSES)
+    w = TARGET_PRIOR_RATIO ** (-ranks / (_N_CLASSES - 1))
+    return w / w.sum()
+
+
+def _split_labels(prior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` labels following ``prior``: every class once when ``n >= classes`` (so every class is present
+    in every split), the rest by largest remainder of ``(n - classes) * prior``; fewer tiles than classes
+    take the most probable classes (ties by a seeded shuffle)."""
+    k = len(prior)
+    if n < k:
+        order = np.lexsort((rng.random(k), -prior))
+        return np.sort(order[:n])
+    extra = (n - k) * prior
+    counts = np.floor(extra).astype(int)
+    rest = n - k - counts.sum()
+    counts[np.argsort(-(extra - counts), kind="stable")[:rest]] += 1
+    return np.repeat(np.arange(k), counts + 1)
+
+
 def plan(tiles: int, size: int, seed: int, scene_size: int) -> dict[str, list[TileSpec]]:
-    """Tile specs per domain: scene/patch, split, balanced labels, CRS and transform."""
+    """Tile specs per domain: scene/patch, split, labels (class_prior of the domain, every class in every
+    split of >= 10 tiles), CRS and transform."""
     out: dict[str, list[TileSpec]] = {}
     for domain in DOMAINS:
         held_out = set(held_out_scenes(seed, domain, scene_count(tiles, scene_size)))
@@ -123,12 +157,11 @@ def plan(tiles: int, size: int, seed: int, scene_size: int) -> dict[str, list[Ti
         splits = ["test" if s in held_out else "train" for s in scenes]
         labels = [0] * tiles
         rng = np.random.default_rng([seed, _STREAM_PLAN, _DOMAIN_CODE[domain], 1])
-        for split in ("train", "test"):  # each block of 10 tiles of a split holds each class once
+        prior = class_prior(seed, domain)
+        for split in ("train", "test"):
             members = [i for i in range(tiles) if splits[i] == split]
-            for start in range(0, len(members), _N_CLASSES):
-                block = members[start:start + _N_CLASSES]
-                for i, c in zip(block, rng.permutation(_N_CLASSES)):
-                    labels[i] = int(c)
+            for i, c in zip(members, rng.permutation(_split_labels(prior, len(members), rng))):
+                labels[i] = int(c)
         specs = []
         for i in range(tiles):
             patch = i % scene_size
@@ -163,11 +196,17 @@ def _unit(fld: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(fld))
 
 
+def _snow_weight(label: int) -> float:
+    return SNOW_BLOB_WEIGHT if CLASSES[label] in SNOW_BLOB_HOSTS else 0.0
+
+
 def class_map(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     """(size, size) uint8 class indexes: the dominant ``label`` plus a few smooth blobs of others."""
     lo, hi = OTHER_CLASSES_PER_TILE
     n_other = int(rng.integers(lo, hi + 1))
-    others = rng.choice([c for c in range(_N_CLASSES) if c != label], n_other, replace=False)
+    candidates = [c for c in range(_N_CLASSES) if c != label]
+    weights = np.array([_snow_weight(label) if c == _SNOW else 1.0 for c in candidates])
+    others = rng.choice(candidates, n_other, replace=False, p=weights / weights.sum())
     shares = rng.dirichlet(np.ones(n_other)) * rng.uniform(*OTHER_CLASS_AREA)
     cmap = np.full((size, size), label, dtype=np.uint8)
     for cls, share in zip(others, shares):

@@ -29,7 +29,8 @@ import numpy as np
 
 from raypipe import storage
 from raypipe.bands import S1_BANDS, S2_BANDS, S2_SCALE
-from raypipe.clouds.simulate import CLEAR_MAX, FULL_MIN, PRESETS, CoverageDistribution, simulate_clouds
+from raypipe.clouds.simulate import (CLEAR_MAX, FULL_MIN, PRESETS, CoverageDistribution, resolve_preset,
+                                     simulate_clouds)
 from raypipe.errors import ConfigError
 from raypipe.raster import write_geotiff
 from raypipe.synthetic.layout import (
@@ -51,14 +52,16 @@ from raypipe.synthetic.scene import (
     CLASS_TO_LCCS,
     CLASSES,
     LC_BANDS,
+    TARGET_PRIOR_RATIO,
     TileSpec,
     class_map,
+    class_prior,
     held_out_scenes,
     plan,
     render_lc,
     scene_count,
 )
-from raypipe.synthetic.spectra import DomainGap, render_optical, to_uint16
+from raypipe.synthetic.spectra import DomainGap, render_cloud_cover, render_optical, to_uint16
 
 CLOUD_PRESETS: tuple[str, ...] = tuple(PRESETS)  # thin, thick, fog, shadow
 CLEAR_BELOW = CLEAR_MAX  # cloud-fraction buckets (DESIGN §3): clear < 0.1 <= partly <= 0.9 < full
@@ -94,6 +97,29 @@ def cloud_salt(seed: int) -> str:
     return f"synthetic-seed{seed}"
 
 
+def simulator_opacity(shape: tuple[int, ...], sample_id: str, preset: str, salt: str, coverage: float):
+    """The cloud simulator's per-band opacity and ground transmission for one tile, without its colour.
+
+    :func:`~raypipe.clouds.simulate.simulate_clouds` is affine in its input image,
+    ``out = image * T + A`` with ``T = (1 - c_b) * shade`` and ``A = c_b * (c_b + colour (1 - c_b))``
+    (its documented blend). Two calls, on zeros and on ones (the same seeded draws: the clouds
+    depend on the sample id, salt, preset, coverage and shape only), give ``A`` and ``T``; ``c_b``
+    is the root in [0, 1] of ``(1 - colour) c^2 + colour c = A``. Returns
+    ``(opacity (C, H, W), transmission (C, H, W), mask (H, W) bool, fraction)``."""
+    zeros = simulate_clouds(np.zeros(shape, np.float32), sample_id, preset=preset, salt=salt, coverage=coverage)
+    ones = simulate_clouds(np.ones(shape, np.float32), sample_id, preset=preset, salt=salt, coverage=coverage)
+    base = np.clip(zeros.image.astype(np.float64), 0.0, 1.0)
+    transmission = np.clip(ones.image - zeros.image, 0.0, 1.0).astype(np.float32)
+    colour = resolve_preset(preset).colour
+    if colour >= 1.0:
+        opacity = base
+    else:
+        a = 1.0 - colour
+        opacity = (-colour + np.sqrt(colour * colour + 4.0 * a * base)) / (2.0 * a)
+    mask = np.asarray(zeros.mask, dtype=bool)
+    return np.clip(opacity, 0.0, 1.0).astype(np.float32), transmission, mask, float(mask.mean())
+
+
 def render_tile(spec: TileSpec, cfg: RenderConfig) -> RenderedTile:
     """A pure function of (seed, domain, tile index) and the layout parameters."""
     rng = np.random.default_rng([cfg.seed, _STREAM_TILE, _DOMAIN_CODE[spec.domain], spec.index])
@@ -106,13 +132,15 @@ def render_tile(spec: TileSpec, cfg: RenderConfig) -> RenderedTile:
     if spec.domain == "source":
         tile.arrays["s2"] = s2
         return tile
+    # Clouds: where and how opaque from the simulator (seeded by the sample id), their reflectance
+    # from the generator's cloud spectrum (spectra.CLOUD_SPECTRUM), not the simulator's white.
     coverage = CoverageDistribution().draw(spec.sample_id, salt=cfg.cloud_salt)
-    sim = simulate_clouds(s2.astype(np.float32) / S2_SCALE, spec.sample_id, preset=cfg.preset,
-                          salt=cfg.cloud_salt, coverage=coverage)
-    mask = np.asarray(sim.mask, dtype=bool)
-    tile.arrays["s2_cloudy"] = to_uint16(np.asarray(sim.image, dtype=np.float32))
+    opacity, transmission, mask, fraction = simulator_opacity(s2.shape, spec.sample_id, cfg.preset,
+                                                              cfg.cloud_salt, coverage)
+    cloudy = render_cloud_cover(rng, s2.astype(np.float32) / np.float32(S2_SCALE), opacity, transmission)
+    tile.arrays["s2_cloudy"] = to_uint16(cloudy)
     tile.arrays["cloudmask"] = mask.astype(np.uint8)[None]
-    tile.cloud_fraction = float(mask.mean())
+    tile.cloud_fraction = fraction
     if cfg.with_reference:
         tile.arrays["s2"] = s2
     return tile
@@ -333,6 +361,9 @@ def generate(out: str, tiles: int, size: int, seed: int, workers: int | None = N
         "scenes": {d: scene_count(tiles, scene_size) for d in DOMAINS},
         "test_scenes": {d: held_out_scenes(seed, d, scene_count(tiles, scene_size)) for d in DOMAINS},
         "class_counts": {d: _class_counts(by_domain[d]) for d in DOMAINS},
+        "class_prior": {d: dict(zip(CLASSES, map(float, class_prior(seed, d)))) for d in DOMAINS},
+        "class_prior_rule": f"source uniform; target p_k ~ {TARGET_PRIOR_RATIO} ** (-rank_k / 9), ranks drawn "
+                            "from the seed; every class at least once in every split of >= 10 tiles",
         "clouds": {
             "domain": "target",
             "simulator": "raypipe.clouds.simulate.simulate_clouds",
