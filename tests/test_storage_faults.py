@@ -333,3 +333,238 @@ def test_storage_error_survives_pickling():
 
     back = pickle.loads(pickle.dumps(StorageError("s3://b/k.tif", "cannot read: down")))
     assert (back.uri, back.problem) == ("s3://b/k.tif", "cannot read: down")
+
+
+# --- (d) a corrupt checkpoint where a stage would be reused, or resumed ---------------------------
+
+TINY_MODEL = {"kind": "resnet", "depth": 10, "width": 4, "stem": "small", "norm": "group"}
+
+
+def tiny_source_only(tmp: Path, **extra) -> dict:
+    return {"data": {"benchmark": {"out": str(tmp / "bench"), "tiles": 40, "size": 16, "scene_size": 10}},
+            "stages": {"source": {"model": dict(TINY_MODEL), "train": {"epochs": 1, "batch_size": 16,
+                                                                       "max_failures": 0}}},
+            "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "test-storage-faults"},
+            "ray": {"storage_path": str(tmp / "runs")}, **extra}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ray_session):
+    from raypipe.engine import resolve
+    from raypipe.engine.run import run_method
+    from raypipe.methods import get_method
+
+    method = get_method("source_only")
+    tmp = tmp_path_factory.mktemp("faults-engine")
+    t0 = time.perf_counter()
+    result = run_method(method, resolve(method, extra=tiny_source_only(tmp)))
+    return tmp, method, result, time.perf_counter() - t0
+
+
+def _stage_runs(tmp: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("test-storage-faults")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`raypipe.kind` != 'pipeline'")
+    return sorted((r.info.run_id, r.data.tags.get("raypipe.kind"), r.info.status) for r in runs)
+
+
+def _artifact_file(tmp: Path, run_id: str, rel: str) -> Path:
+    import mlflow
+    from urllib.parse import urlparse
+
+    uri = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db").get_run(run_id).info.artifact_uri
+    root = urlparse(uri).path if uri.startswith("file:") else uri
+    path = Path(root) / rel
+    assert path.is_file(), path
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_reused_stage_with_corrupt_checkpoint_fails_naming_run_and_file(trained, damage):
+    from raypipe.engine import resolve
+    from raypipe.engine.run import run_method
+    from raypipe.tracking import CheckpointError
+
+    tmp, method, first, _ = trained
+    run_id = first.stages["source"].run_id
+    state = _artifact_file(tmp, run_id, "model/state.pt")
+    good = state.read_bytes()
+    before = _stage_runs(tmp)
+    ray_runs = sorted(p.name for p in (tmp / "runs").iterdir())
+    state.write_bytes(good[: len(good) // 2] if damage == "truncate" else os.urandom(len(good)))
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(CheckpointError) as e:
+            run_method(method, resolve(method, extra=tiny_source_only(tmp)))
+        failed_after = time.perf_counter() - t0
+    finally:
+        state.write_bytes(good)
+    err = e.value
+    assert err.run_id == run_id and err.file == "model/state.pt"
+    assert run_id in str(err) and "model/state.pt" in str(err) and "stages.source" in str(err)
+    # nothing retrained silently: no new stage run, no reuse marker, no new Ray Train run
+    assert _stage_runs(tmp) == before
+    assert sorted(p.name for p in (tmp / "runs").iterdir()) == ray_runs
+    print(f"\n[storage-faults] reused stage, {damage}d state.pt: CheckpointError after {failed_after:.1f} s: {err}")
+    # the file restored, the same config reuses the run again
+    again = run_method(method, resolve(method, extra=tiny_source_only(tmp)))
+    assert again.stages["source"].reused and again.stages["source"].run_id == run_id
+
+
+def test_truncated_ray_train_checkpoint_on_resume_names_the_file(trained):
+    from raypipe.engine import resolve
+    from raypipe.engine.run import run_method
+
+    tmp, method, first, _ = trained
+    key = first.stages["source"].key
+    run_dir = tmp / "runs" / f"source_only-source-{key}"
+    states = sorted(p / "state.pt" for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    assert states, sorted(p.name for p in run_dir.iterdir())
+    good = {p: p.read_bytes() for p in states}
+    for p, data in good.items():  # whichever Ray Train resumes from is truncated
+        p.write_bytes(data[: len(data) // 3])
+    before = _stage_runs(tmp)
+    try:
+        with pytest.raises(Exception) as e:  # Ray Train's failure, carrying the worker's CheckpointError
+            run_method(method, resolve(method, extra=tiny_source_only(tmp, force_stages=["source"])))
+    finally:
+        for p, data in good.items():
+            p.write_bytes(data)
+    from raypipe.data.pipeline import unwrap_error
+    from raypipe.tracking import CheckpointError
+
+    # the worker's own error, as Ray Train hands it over (rank -> exception)
+    failures = list(getattr(e.value, "worker_failures", {}).values()) or [e.value]
+    errors = [unwrap_error(f) for f in failures]
+    err = next((x for x in errors if isinstance(x, CheckpointError)), None)
+    assert err is not None, (type(e.value), errors)
+    assert err.file in {f"{p}" for p in states} and "cannot be loaded" in str(err) and "truncated" in str(err)
+    assert err.field == "ray.storage_path" and err.run_id == f"source_only-source-{key}"
+    # what the driver prints (Ray keeps the head and tail of the worker's message) still names the folder
+    assert os.path.dirname(err.file) in str(e.value), str(e.value)[-2000:]
+    state = Path(err.file)
+    # the forced stage's run is recorded FAILED (never reused later), and nothing else finished
+    new = [r for r in _stage_runs(tmp) if r not in before]
+    assert [(kind, status) for _, kind, status in new] == [("stage", "FAILED")], new
+    print(f"\n[storage-faults] resume from truncated Ray Train checkpoint: {type(e.value).__name__}, "
+          f"names {state.relative_to(tmp)}")
+
+
+# --- (e) out of disk while writing a checkpoint ------------------------------------------------
+
+
+@pytest.fixture(params=["tmpfs", "simulated"])
+def small_disk(request, tmp_path):
+    """``(folder, real)``: a real 1 MiB tmpfs (``real``; needs root to mount, else skipped), or a plain
+    folder where writes fail with ENOSPC past 1 MiB (the ``_open_for_write`` seam)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if request.param == "simulated":
+        yield mnt, False
+        return
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.decode().strip()[:100]}); the simulated case runs")
+    try:
+        yield mnt, True
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+class _FullDiskFile:
+    """A file that fails like a full disk once ``limit`` bytes have been written."""
+
+    def __init__(self, path, limit):
+        self._f, self._left = open(path, "wb"), limit
+
+    def write(self, data):
+        n = len(memoryview(data).cast("B"))
+        if n > self._left:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._left -= n
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def _fill_limit(monkeypatch, real: bool, limit=1 << 20):
+    from raypipe.tracking import checkpoints
+
+    if not real:
+        monkeypatch.setattr(checkpoints, "_open_for_write", lambda p: _FullDiskFile(p, limit))
+
+
+def _state(n: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"model": {"w": torch.randn(n, generator=g)}, "epoch": seed}
+
+
+def test_full_disk_while_writing_loop_checkpoint_keeps_the_previous_one(small_disk, monkeypatch):
+    from raypipe.tracking import CheckpointError
+    from raypipe.tracking.checkpoints import atomic_write, load_state_file
+
+    disk, real = small_disk
+    _fill_limit(monkeypatch, real)
+    path = disk / "state.pt"
+    first = _state(20_000, 1)  # 80 kB: fits
+    atomic_write(path, lambda f: torch.save(first, f), "run-a")
+    with pytest.raises(CheckpointError) as e:  # 2 MB: does not fit on the 1 MiB disk
+        atomic_write(path, lambda f: torch.save(_state(500_000, 2), f), "run-a")
+    msg = str(e.value)
+    assert str(path) in msg and "no space left on device" in msg and "run-a" in msg
+    assert isinstance(e.value.__cause__, (OSError, RuntimeError))
+    # the previous checkpoint is untouched and loads with the same weights; no temp file left
+    back = load_state_file(path, "run-a")
+    assert back["epoch"] == 1 and torch.equal(back["model"]["w"], first["model"]["w"])
+    assert sorted(os.listdir(disk)) == ["state.pt"]
+    print(f"\n[storage-faults] full disk ({'1 MiB tmpfs' if real else 'simulated ENOSPC'}): {msg[:200]}")
+
+
+def test_full_disk_while_staging_an_mlflow_checkpoint_uploads_nothing(small_disk, monkeypatch, tmp_path):
+    import tempfile
+
+    import mlflow
+
+    from raypipe.tracking import CheckpointError
+    from raypipe.tracking.checkpoints import save_checkpoint
+
+    disk, real = small_disk
+    _fill_limit(monkeypatch, real)
+    monkeypatch.setattr(tempfile, "tempdir", str(disk))  # the staging folder lands on the small disk
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("staging", artifact_location=str(tmp_path / "artifacts"))
+    run_id = client.create_run(exp).info.run_id
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint(client, run_id, {"w": torch.randn(500_000)}, {"kind": "resnet"})
+    assert e.value.run_id == run_id and e.value.file.endswith("state.pt") and "no space left" in str(e.value)
+    assert client.list_artifacts(run_id) == []  # no half checkpoint in the run
+    assert os.listdir(disk) == []  # staging cleaned up
+    # with room, the same call writes a checkpoint that loads back
+    save_checkpoint(client, run_id, {"w": torch.ones(10)}, {"kind": "resnet"})
+    assert {f.path for f in client.list_artifacts(run_id, "model")} == {"model/state.pt", "model/spec.json"}
+
+
+def test_atomic_write_error_that_is_not_enospc_still_names_the_file(tmp_path):
+    from raypipe.tracking import CheckpointError
+    from raypipe.tracking.checkpoints import atomic_write
+
+    path = tmp_path / "state.pt"
+    path.write_bytes(b"previous")
+
+    def boom(f):
+        f.write(b"half")
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(CheckpointError) as e:
+        atomic_write(path, boom, "run-b")
+    assert str(path) in str(e.value) and "Input/output error" in str(e.value)
+    assert path.read_bytes() == b"previous" and sorted(os.listdir(tmp_path)) == ["state.pt"]
