@@ -24,6 +24,9 @@ class StorageError(RaypipeError, OSError):
         self.problem = problem
         super().__init__(f"{uri}: {problem}")
 
+    def __reduce__(self):  # survive pickling across Ray workers (OSError would rebuild it from args)
+        return (StorageError, (self.uri, self.problem))
+
 
 class DatasetNotFoundError(RaypipeError, FileNotFoundError):
     """A dataset root holds no sample in the expected official layout."""

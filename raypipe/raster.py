@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import rasterio
+from rasterio.abc import FileContainer
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.env import hasenv
 from rasterio.io import MemoryFile
@@ -110,7 +111,7 @@ def decode(data: bytes, uri: str, expect: Expect | None = None, window: Window |
 
 
 def _fetch(uri: str) -> bytes:
-    """The whole object in one request.
+    """The whole object in one request, transient errors retried (:func:`storage.call_with_retries`).
 
     :func:`raypipe.storage.read_bytes` opens a file object, which costs a HEAD (for the size)
     before the GET; s3fs's ``cat_file`` does the same unless told not to split the download into
@@ -121,16 +122,12 @@ def _fetch(uri: str) -> bytes:
     if storage.scheme_of(uri) not in ("s3", "s3a"):
         return storage.read_bytes(uri)
     fs, path = storage.filesystem(uri)
-    try:
-        return fs.cat_file(path, max_concurrency=1)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # network, permissions, endpoint down: the same error read_bytes gives
-        raise StorageError(storage.redact(uri), f"cannot read: {type(exc).__name__}: {exc}") from exc
+    return storage.call_with_retries(uri, "read", lambda: fs.cat_file(path, max_concurrency=1))
 
 
 def read(uri: str, expect: Expect | None = None) -> np.ndarray:
-    """Fetch a whole (small) tile and decode it. Missing file -> ``BadTileError('missing')``."""
+    """Fetch a whole (small) tile and decode it. Missing file -> ``BadTileError('missing')``;
+    an unreachable store -> retries, then :class:`StorageError` (never a bad tile)."""
     try:
         data = _fetch(uri)
     except FileNotFoundError as exc:
@@ -138,29 +135,118 @@ def read(uri: str, expect: Expect | None = None) -> np.ndarray:
     return decode(data, uri, expect)
 
 
-def _open(uri: str):
+class _RecordingFile:
+    """A file object that remembers the exceptions its calls raised (GDAL only passes on their text)."""
+
+    def __init__(self, f, errors: list):
+        self._f, self._errors = f, errors
+
+    def __getattr__(self, name):
+        attr = getattr(self._f, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                self._errors.append(exc)
+                raise
+        return call
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+class _RecordingOpener(FileContainer):
+    """rasterio ``opener`` over an fsspec filesystem that records the exceptions raised underneath.
+
+    rasterio turns any opener failure into a ``RasterioIOError`` carrying only a message, so an
+    unreachable store would look like a corrupt GeoTIFF. With the recorded exception the window
+    reads can tell "the store did not answer" (retried, then :class:`StorageError`) from "the file
+    is bad" (:class:`BadTileError`)."""
+
+    def __init__(self, fs):
+        self.fs, self.errors = fs, []
+
+    def _call(self, name: str, *args, **kwargs):
+        try:
+            out = getattr(self.fs, name)(*args, **kwargs)
+        except Exception as exc:
+            self.errors.append(exc)
+            raise
+        return _RecordingFile(out, self.errors) if name == "open" else out
+
+    def open(self, path, mode="rb", **kwargs):
+        return self._call("open", path, mode, **kwargs)
+
+    def isfile(self, path):
+        return self._call("isfile", path)
+
+    def isdir(self, path):
+        return self._call("isdir", path)
+
+    def ls(self, path):
+        return self._call("ls", path)
+
+    def mtime(self, path):
+        return self._call("modified", path)
+
+    def size(self, path):
+        return self._call("size", path)
+
+    def rm(self, path):
+        return self._call("rm", path)
+
+    def transient_error(self) -> BaseException | None:
+        return next((e for e in self.errors if storage.is_transient(e)), None)
+
+
+def _open(uri: str, opener: _RecordingOpener | None = None):
     fs, path = storage.filesystem(uri)
     if storage.is_local(uri):
         return rasterio.open(path)
-    return rasterio.open(path, opener=fs)
+    return rasterio.open(path, opener=opener or fs)
+
+
+def _windowed(uri: str, action: str, body):
+    """Run ``body(src)`` on the opened raster, retrying when the store (not the file) failed."""
+
+    def once():
+        opener = None if storage.is_local(uri) else _RecordingOpener(storage.filesystem(uri)[0])
+        with warnings.catch_warnings(), _gdal_env():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            try:
+                with _open(uri, opener) as src:
+                    return body(src)
+            except (BadTileError, StorageError) as exc:
+                cause = opener.transient_error() if opener is not None else None
+                if cause is not None and isinstance(exc, BadTileError):
+                    raise cause from exc  # the store failed mid-read: retried, not quarantined
+                raise
+            except FileNotFoundError as exc:
+                raise BadTileError(uri, "missing", "file does not exist") from exc
+            except Exception as exc:
+                cause = opener.transient_error() if opener is not None else None
+                if cause is not None:
+                    raise cause from exc  # the store did not answer: retried, not a corrupt tile
+                raise BadTileError(uri, "corrupt", f"not a readable GeoTIFF ({type(exc).__name__}: {exc})") from exc
+
+    return storage.call_with_retries(uri, action, once)
 
 
 def read_window(uri: str, row: int, col: int, height: int, width: int, expect: Expect | None = None) -> np.ndarray:
     """Read one window of a large raster with range requests (never fetching the whole file)."""
     window = Window(col, row, width, height)
-    with warnings.catch_warnings(), _gdal_env():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with _open(uri) as src:
-                _validate_header(src, uri, expect, window)
-                arr = _read(src, uri, window)
-                nodata = src.nodata
-        except (BadTileError, StorageError):
-            raise
-        except FileNotFoundError as exc:
-            raise BadTileError(uri, "missing", "file does not exist") from exc
-        except Exception as exc:
-            raise BadTileError(uri, "corrupt", f"not a readable GeoTIFF ({type(exc).__name__}: {exc})") from exc
+
+    def body(src):
+        _validate_header(src, uri, expect, window)
+        return _read(src, uri, window), src.nodata
+
+    arr, nodata = _windowed(uri, "read a window of", body)
     return clean_invalid(arr, uri, nodata, expect.max_invalid_fraction if expect else 0.01)
 
 
@@ -176,16 +262,8 @@ class Profile:
 
 def read_profile(uri: str) -> Profile:
     """Header only (band count, size, dtype, CRS): cheap, used by manifest building."""
-    with warnings.catch_warnings(), _gdal_env():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with _open(uri) as src:
-                return Profile(src.count, src.height, src.width, src.dtypes[0],
-                               src.crs.to_string() if src.crs else None, src.nodata)
-        except FileNotFoundError as exc:
-            raise BadTileError(uri, "missing", "file does not exist") from exc
-        except Exception as exc:
-            raise BadTileError(uri, "corrupt", f"not a readable GeoTIFF ({type(exc).__name__}: {exc})") from exc
+    return _windowed(uri, "read the header of", lambda src: Profile(
+        src.count, src.height, src.width, src.dtypes[0], src.crs.to_string() if src.crs else None, src.nodata))
 
 
 def encode_geotiff(

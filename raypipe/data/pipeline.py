@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -60,6 +61,22 @@ class AugmentConfig:
 
 
 @dataclass
+class RetryConfig:
+    """Bounded retries of tile reads when the object store does not answer (connection refused or
+    reset, timeouts, 5xx/SlowDown): ``attempts`` tries in all, waiting ``backoff_s`` then doubling,
+    at most ``max_backoff_s`` between two. Missing or bad tiles are never retried. When the store
+    stays down longer, the read fails with a :class:`~raypipe.errors.StorageError` naming the file and
+    the endpoint (the tile is not quarantined)."""
+
+    attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+    def policy(self) -> storage.RetryPolicy:
+        return storage.RetryPolicy(self.attempts, self.backoff_s, self.max_backoff_s)
+
+
+@dataclass
 class DataConfig:
     manifest: str = ""
     split: str = ""  # "" = every split
@@ -79,6 +96,7 @@ class DataConfig:
     rows_per_block: int = 32
     check_files: bool = True
     limit: int = 0  # use only the first N samples (0 = all), for smoke runs
+    retries: RetryConfig = field(default_factory=RetryConfig)
 
     def validate(self, path: str = "data") -> None:
         if self.rows_per_block < 1:
@@ -87,6 +105,12 @@ class DataConfig:
             raise ConfigError(f"{path}.read_threads", "must be >= 1")
         if not 0 <= self.max_invalid_fraction <= 1:
             raise ConfigError(f"{path}.max_invalid_fraction", "must be within [0, 1]")
+        if self.retries.attempts < 1:
+            raise ConfigError(f"{path}.retries.attempts", "must be >= 1 (1 = no retry)")
+        if not self.retries.backoff_s >= 0:
+            raise ConfigError(f"{path}.retries.backoff_s", "must be >= 0")
+        if not self.retries.max_backoff_s >= self.retries.backoff_s:
+            raise ConfigError(f"{path}.retries.max_backoff_s", "must be >= retries.backoff_s")
 
 
 class Normaliser:
@@ -295,14 +319,22 @@ def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = Non
     then stacked, with ``sample_id``, ``index``, ``cloud_fraction`` and (classification)
     ``label``. ``reader`` defaults to this process's cached reader for ``plan``."""
     worker = reader or SampleReader.get(plan)
+    policy = plan.cfg.retries.policy()
+    retried: list[dict] = []  # list.append is atomic: the pool's threads share it
 
     def one(row):
+        # Reads of an unreachable store are retried inside (storage.call_with_retries), then raise
+        # StorageError, which is *not* caught here: an outage fails the job, it never quarantines.
         try:
-            return worker.load(row)
+            with storage.retry_policy(policy, retried):
+                return worker.load(row)
         except BadTileError as exc:
             return exc
 
-    results = list(worker.pool.map(one, rows))
+    try:
+        results = list(worker.pool.map(one, rows))
+    finally:
+        _report_retries(plan, retried)
     good, bad = [], []
     for row, res in zip(rows, results):
         if isinstance(res, BadTileError):
@@ -325,6 +357,21 @@ def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = Non
     if plan.spec.task != "segmentation":
         out["label"] = np.array([r["label"] for r, _ in good], dtype=np.int64)
     return out
+
+
+# Read retries travel to the driver through the pipeline's ledger actor, under ids that cannot be
+# sample ids; :meth:`TilePipeline.quarantined` leaves them out, :meth:`TilePipeline.read_retries` reads them.
+_RETRY_ID = "\x00read-retry:"
+
+
+def _report_retries(plan: _Plan, events: list[dict]) -> None:
+    if not events:
+        return
+    log.warning("%d tile read(s) retried in this block (the store did not answer)", len(events))
+    try:
+        quarantine.report(plan.ledger, [{**e, "sample_id": f"{_RETRY_ID}{uuid.uuid4().hex}"} for e in events])
+    except Exception as exc:  # accounting must not hide the read's own outcome
+        log.warning("could not record %d read retries in the pipeline's ledger: %s", len(events), exc)
 
 
 def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
@@ -503,16 +550,28 @@ class TilePipeline:
     def quarantined(self) -> list[dict]:
         items = {q["sample_id"]: q for q in self.pre_quarantined}
         for q in quarantine.collect(self.ledger):
-            items.setdefault(q["sample_id"], q)
+            if not q["sample_id"].startswith(_RETRY_ID):
+                items.setdefault(q["sample_id"], q)
         return sorted(items.values(), key=lambda q: q["sample_id"])
 
+    def read_retries(self) -> list[dict]:
+        """Every retried tile read of this pipeline so far, in every process (``{"uri", "action",
+        "attempt", "error", "wait_s"}``, one per retry wait): reads the store did not answer at once."""
+        items = [{k: v for k, v in q.items() if k != "sample_id"} for q in quarantine.collect(self.ledger)
+                 if q["sample_id"].startswith(_RETRY_ID)]
+        return sorted(items, key=lambda e: (e["uri"], e["attempt"]))
+
     def report(self, used: int) -> dict:
-        """``samples in = used + quarantined`` for one pass over the data; flags any sample unaccounted for."""
+        """``samples in = used + quarantined`` for one pass over the data; flags any sample unaccounted for.
+        ``read_retries`` counts the reads retried because the store did not answer (not bad tiles)."""
         q = self.quarantined()
+        retries = self.read_retries()
         rep = {"samples_in": self.samples_in, "samples_used": int(used), "samples_quarantined": len(q),
-               "quarantined": q}
+               "quarantined": q, "read_retries": len(retries),
+               "reads_retried": sum(e["attempt"] == 1 for e in retries)}
         rep["accounted"] = rep["samples_in"] == rep["samples_used"] + rep["samples_quarantined"]
         msg = (f"samples in = {rep['samples_in']}, used = {used}, quarantined = {len(q)}"
+               + (f", read retries = {len(retries)}" if retries else "")
                + ("" if rep["accounted"] else "  (MISMATCH: some samples are unaccounted for)"))
         (log.info if rep["accounted"] else log.warning)(msg)
         rep["message"] = msg

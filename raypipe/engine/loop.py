@@ -25,6 +25,7 @@ from torch import nn
 from raypipe.data.pipeline import to_torch
 from raypipe.engine.task import build_task
 from raypipe.models import build_model
+from raypipe.tracking.checkpoints import atomic_write, load_state_file
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -56,7 +57,9 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=True)
+            # a truncated/corrupt state.pt: an error naming the checkpoint, never a silent restart
+            state = load_state_file(os.path.join(d, "state.pt"), ctx.get_experiment_name(), device,
+                                    field="ray.storage_path", shown_as=f"{checkpoint.path}/state.pt")
         unwrap(model).load_state_dict(state["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
@@ -120,10 +123,14 @@ def train_loop_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                torch.save({"model": unwrap(model).state_dict(),
-                            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-                            "epoch": epoch, "best": best}, os.path.join(d, "state.pt"))
+                # all or nothing (temp file, fsync, rename): a full disk raises a CheckpointError
+                # naming the file, and the last reported checkpoint stays the one to resume from
+                state = {"model": unwrap(model).state_dict(),
+                         "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                         "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
+                         "epoch": epoch, "best": best}
+                atomic_write(os.path.join(d, "state.pt"), lambda f: torch.save(state, f),
+                             ctx.get_experiment_name())
                 ckpt = ray.train.Checkpoint.from_directory(d)
                 if run is not None:
                     run.log_metrics(metrics, step=epoch)

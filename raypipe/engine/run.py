@@ -192,7 +192,7 @@ def stage_definition(stage: Stage, section, spec: dict, cfg, task: str) -> dict:
     """What defines a stage's result: its key is a hash of this, its teachers' keys and the data hash."""
     knobs = {k: v for k, v in to_dict(section).items() if k not in ("model", "from_run")}
     return {"objective": stage.objective, "inputs": stage.inputs, "task": task, "model": spec, "config": knobs,
-            "train_view": _view(stage.train), "data": to_dict(cfg.data.pipeline),
+            "train_view": _view(stage.train), "data": _data_key(cfg.data.pipeline),
             "splits": [cfg.data.train_split, cfg.data.val_split, cfg.data.test_split],
             "domains": [cfg.data.source_domain, cfg.data.target_domain]}
 
@@ -204,6 +204,12 @@ def stage_params(plan: StagePlan, method: Method, cfg) -> dict:
     return {"method": method.name, "stage": {"objective": plan.stage.objective, "inputs": plan.stage.inputs,
                                              "teachers": list(plan.stage.teachers)},
             "stages": {plan.name: section}, "data": to_dict(cfg.data)}
+
+
+def _data_key(pipeline) -> dict:
+    """The data pipeline settings that can change a stage's result (its key): all of them but the
+    storage retry policy, which only changes how long a read may take."""
+    return {k: v for k, v in to_dict(pipeline).items() if k != "retries"}
 
 
 def _view(v: View) -> dict:
@@ -258,7 +264,8 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
             run.log_evaluation(res, prefix=prefix, class_names=data.classes)
         run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": method.task,
                                                     "evaluations": evaluations, "classes": data.classes})
-        counts = {"samples_in": train_pipe.samples_in, "quarantined": len(train_pipe.quarantined())}
+        counts = {"samples_in": train_pipe.samples_in, "quarantined": len(train_pipe.quarantined()),
+                  "read_retries": len(train_pipe.read_retries())}
         run.log_metrics({f"data/{k}": float(v) for k, v in counts.items()})
         timing = {"time/fit_s": t_eval - t_fit, "time/evaluate_s": t_log - t_eval,
                   "time/prepare_s": t_fit - t0, "time/track_s": time.perf_counter() - t_log}

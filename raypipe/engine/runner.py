@@ -19,7 +19,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from raypipe import storage
-from raypipe.data.pipeline import TilePipeline, iter_unwrapped, to_torch
+from raypipe.data.pipeline import TilePipeline, iter_unwrapped, to_torch, unwrap_error
 from raypipe.engine.config import RayConfig, TrainConfig
 from raypipe.engine.loop import load_frozen, train_loop_per_worker
 from raypipe.engine.task import build_task
@@ -140,6 +140,11 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
     )
     try:
         result = trainer.fit()
+    except Exception as exc:  # Ray Train wraps a worker's error: give the user raypipe's own, naming the file
+        cause = raypipe_cause(exc)
+        if cause is not None:
+            raise cause from exc
+        raise
     finally:
         if progress:
             progress.close()
@@ -147,6 +152,18 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
     selected = state["best"]["model"] if job.train.selection != "last" and state.get("best") else state["model"]
     return selected, dict(result.metrics or {})
+
+
+def raypipe_cause(exc: BaseException):
+    """The :class:`~raypipe.errors.RaypipeError` a training worker raised, if ``exc`` (Ray Train's
+    ``WorkerGroupError``, Ray's task errors) wraps one; else None."""
+    from raypipe.errors import RaypipeError
+
+    for err in [*(getattr(exc, "worker_failures", None) or {}).values(), exc]:
+        found = unwrap_error(err)
+        if isinstance(found, RaypipeError):
+            return found
+    return None
 
 
 class _Progress:

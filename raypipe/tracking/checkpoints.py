@@ -25,9 +25,11 @@ Runs written before this layout hold ``<name>/model.pt`` (one torch.save of
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,7 +38,7 @@ from raypipe.errors import ConfigError
 from raypipe.tracking.keys import _check_name
 
 __all__ = ["CheckpointError", "STATE_FILE", "SPEC_FILE", "LEGACY_FILE", "CHECKPOINT_FORMAT",
-           "save_checkpoint", "load_checkpoint", "check_checkpoint_files"]
+           "save_checkpoint", "load_checkpoint", "check_checkpoint_files", "atomic_write", "load_state_file"]
 
 STATE_FILE = "state.pt"
 SPEC_FILE = "spec.json"
@@ -64,6 +66,83 @@ class CheckpointError(ConfigError):
 
 
 # -- writing ------------------------------------------------------------------------------------
+
+
+def _open_for_write(path: str):
+    """The file a checkpoint is written to (a seam: tests make it fail like a full disk)."""
+    return open(path, "wb")
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The errno behind ``exc`` (torch.save reports a failed write as a RuntimeError whose context
+    is the OSError)."""
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e.errno
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def atomic_write(path: str | os.PathLike, write, run_id: str = "", what: str = "checkpoint") -> str:
+    """Write ``path`` all or nothing: ``write(f)`` fills a temporary file in the same folder, which
+    is flushed, fsynced, then renamed over ``path`` (and the folder fsynced). A failure (full disk,
+    I/O error) removes the temporary file, leaves any previous ``path`` exactly as it was, and
+    raises :class:`CheckpointError` naming the file (``no space left on device`` for ENOSPC)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with _open_for_write(tmp) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if not isinstance(exc, Exception):
+            raise
+        code = _errno_of(exc)
+        if code == errno.ENOSPC:
+            detail = (f"cannot be written: no space left on device (ENOSPC) in {folder}; nothing was "
+                      f"replaced, the previous {what} (if any) is untouched. Free space or point the "
+                      "checkpoints elsewhere (ray.storage_path, TMPDIR)")
+        else:
+            detail = (f"cannot be written ({type(exc).__name__}: {exc}); nothing was replaced, the "
+                      f"previous {what} (if any) is untouched")
+        raise CheckpointError(run_id or "-", path, detail) from exc
+    try:  # the rename itself survives a crash only once the folder is synced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def load_state_file(path: str | os.PathLike, run_id: str = "", map_location="cpu", field: str = "checkpoint",
+                    shown_as: str | None = None):
+    """``torch.load(path, weights_only=True)``, or a :class:`CheckpointError` naming the file
+    (``shown_as``: where it is stored, when ``path`` is a local copy) when it is truncated, corrupt or
+    unsafe. For checkpoints outside MLflow: Ray Train's, local files."""
+    import torch
+
+    path = os.fspath(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        shown = shown_as or path
+        # the path closes the message too: Ray Train keeps only the head and tail of a worker's error
+        raise CheckpointError(run_id or "-", shown, "cannot be loaded (it is truncated, corrupt, or holds "
+                              f"non-tensor objects; torch.load weights_only=True): {_short(exc)}. Delete "
+                              f"{os.path.dirname(shown) or shown} to resume from an earlier checkpoint, or retrain",
+                              field) from exc
 
 
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,10 +229,12 @@ def save_checkpoint(client, run_id: str, state_dict: Mapping[str, Any] | Any, mo
                 "extra": _json_data(dict(extra or {}), "extra")}
     except _NotJson as exc:
         raise CheckpointError(run_id, spec_file, f"{exc.where} {exc.what}") from None
+    text = json.dumps(spec, indent=2, sort_keys=True, allow_nan=True).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="raypipe-ckpt-") as tmp:
-        torch.save(sd, Path(tmp) / STATE_FILE)
-        (Path(tmp) / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True, allow_nan=True),
-                                           encoding="utf-8")
+        # staged atomically: a full disk gives a CheckpointError naming the file, never a
+        # half-written state.pt uploaded as the run's checkpoint
+        atomic_write(Path(tmp) / STATE_FILE, lambda f: torch.save(sd, f), run_id)
+        atomic_write(Path(tmp) / SPEC_FILE, lambda f: f.write(text), run_id)
         client.log_artifacts(run_id, tmp, name)
     return state_file
 
