@@ -58,6 +58,10 @@ def cli_overrides(args) -> dict:
 
 def main(argv: list[str] | None = None, method: str | None = None) -> int:
     args = parser(method).parse_args(argv)
+    if args.address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
+        # A Ray instance this job starts itself binds 127.0.0.1 only (GCS, raylet, workers, agents,
+        # metrics); Ray 2.60 reads this before it is imported (docs/reliability.md, "Listeners").
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from raypipe.errors import RaypipeError
     from raypipe.methods import load_methods
 

@@ -27,7 +27,10 @@ _YAML_BOOL_WORDS = {False: ("off", "no", "n", "false"), True: ("on", "yes", "y",
 
 
 def _parse_scalar(raw: str) -> Any:
-    """A ``--set`` value as YAML, except that on/off/yes/no stay words (``irm.mode=off``)."""
+    """A ``--set`` value as YAML, except that on/off/yes/no stay words (``irm.mode=off``) and an empty
+    value is the empty string (``--set data.source_domain=``), not YAML's null."""
+    if not raw.strip():
+        return ""
     if raw.strip().lower() in ("on", "off", "yes", "no", "y", "n"):
         return raw.strip()
     try:

@@ -61,3 +61,9 @@ def test_mtts_knobs_are_validated_naming_the_field():
                              "stages.target.src_weighting=irm_opt", "stages.target.train.deterministic=true"])
     assert cfg.stages.aux_sar.filter.max_cloud_fraction == 0.1 and cfg.stages.target.irm.cloud_prior is True
     assert cfg.stages.target.src_weighting == "irm_opt" and cfg.stages.target.train.deterministic is True
+
+
+def test_an_empty_set_value_is_the_empty_string():
+    """README's ``--set data.source_domain=`` (a manifest holding one domain) means "", not null."""
+    cfg = resolve(overrides=["data.source_domain=", "data.target_domain="])
+    assert cfg.data.source_domain == "" and cfg.data.target_domain == ""
