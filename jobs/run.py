@@ -91,8 +91,11 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
     from raypipe.engine.run import run_method
 
     try:
-        ray.init(address=args.address or cfg.ray.address or None, configure_logging=False,
-                 log_to_driver=args.verbose)
+        address = args.address or cfg.ray.address or None
+        local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
+        # a Ray instance started here serves DDP's rendezvous store on loopback too (raypipe.engine.netguard)
+        runtime_env = {"worker_process_setup_hook": "raypipe.engine.netguard.bind_store_to_loopback"} if local else None
+        ray.init(address=address, configure_logging=False, log_to_driver=args.verbose, runtime_env=runtime_env)
         quiet_library_loggers(args.verbose)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = args.verbose and sys.stderr.isatty()

@@ -263,27 +263,43 @@ def _show(listeners) -> str:
     return "\n".join(f"  {ip}:{port}  {cmd[:110]}" for ip, port, cmd in sorted(listeners))
 
 
-def _torch_store(listener) -> bool:
-    """torch.distributed's TCPStore: the DDP rendezvous store that rank 0 of a Ray Train worker group
-    serves while a stage trains. torch binds it to every interface (``::``) whatever the master
-    address, and neither torch 2.13 nor Ray 2.60 has a setting for it (docs/reliability.md)."""
-    ip, _, cmd = listener
-    return cmd.startswith("ray::RayTrainWorker") and ip in ("::", "0.0.0.0")
-
-
 def test_job_listens_on_loopback_only(secret_job):
     """Every TCP listener of jobs/run.py's local Ray (GCS, raylet, object manager, core workers,
-    dashboard, dashboard and runtime-env agents) and of the training workers is on loopback, except
-    torch's TCPStore on rank 0 (one per trained stage, see :func:`_torch_store`)."""
+    dashboard, dashboard and runtime-env agents) and of the training workers is on loopback, torch's
+    TCPStore on rank 0 included (raypipe.engine.netguard binds it; torch alone would take ``::``)."""
     _, _, _, proc, listeners = secret_job
     assert proc.returncode == 0
     assert len({port for _, port, _ in listeners}) >= 5, f"too few listeners seen:\n{_show(listeners)}"
     dashboard = [ip for ip, _, cmd in listeners if "dashboard/dashboard.py" in cmd]
     assert dashboard and all(ip == "127.0.0.1" for ip in dashboard), _show(listeners)
+    assert any(cmd.startswith("ray::RayTrainWorker") for _, _, cmd in listeners), _show(listeners)  # seen training
     exposed = {x for x in listeners if not _is_loopback(x[0])}
-    store = {x for x in exposed if _torch_store(x)}
-    assert not exposed - store, f"listening beyond loopback:\n{_show(exposed - store)}"
-    assert len({port for _, port, _ in store}) <= 1, _show(store)  # source_only trains one stage
+    assert not exposed, f"listening beyond loopback:\n{_show(exposed)}"
+
+
+def test_rendezvous_store_binds_loopback_with_the_guard(tmp_path):
+    """torch alone serves the DDP rendezvous store on every interface; with the guard jobs/run.py
+    installs in Ray's workers, on 127.0.0.1 only (two real runs of a one-process gloo group)."""
+    code = """
+import datetime, os, socket, sys, psutil, torch, torch.distributed as dist
+if sys.argv[1] == "guard":
+    from raypipe.engine.netguard import bind_store_to_loopback
+    assert bind_store_to_loopback()
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+dist.init_process_group("gloo", init_method="env://", rank=0, world_size=1, timeout=datetime.timedelta(seconds=60))
+t = torch.ones(1); dist.all_reduce(t); assert t.item() == 1.0
+print(sorted({c.laddr.ip for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}))
+dist.destroy_process_group()
+"""
+    out = {}
+    for mode in ("plain", "guard"):
+        proc = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[mode] = proc.stdout.strip().splitlines()[-1]
+    assert "'::'" in out["plain"] or "'0.0.0.0'" in out["plain"], out  # torch alone: every interface
+    assert out["guard"] == "['127.0.0.1']", out
 
 
 DRIVER = """
