@@ -243,8 +243,8 @@ def report_text(res: dict) -> str:
     lines += ["-" * 78,
               f"steady state (median of epochs 2..N): {fmt(s['steady_samples_per_s'])} samples/s, "
               f"data-wait fraction {fmt(s['steady_data_wait_fraction'], '.3f')}, "
-              f"GPU util {fmt(s['steady_gpu_util_pct'])} %",
-              f"mean GPU utilisation during training epochs: {fmt(s['mean_gpu_util_pct_training'])} % "
+              "GPU util " + (f"{s['steady_gpu_util_pct']:.1f} %" if s['steady_gpu_util_pct'] is not None else "n/a"),
+              f"mean GPU utilisation during training epochs: {fmt(s['mean_gpu_util_pct_training'], '.1f')} % "
               f"({sum(e['gpu_samples'] for e in s['epochs'])} nvidia-smi samples)",
               f"peak GPU memory: {fmt(s['peak_gpu_mem_mib'], '.0f')} MiB (nvidia-smi, whole run), "
               f"{fmt(s['peak_gpu_mem_mib_training'], '.0f')} MiB during training steps; torch peak allocated "
@@ -350,7 +350,17 @@ def versions() -> dict:
     return {"torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "ray": ray.__version__, "python": sys.version.split()[0],
-            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None}
+            "nccl": _nccl_version(torch)}
+
+
+def _nccl_version(torch) -> str | None:
+    if not torch.cuda.is_available():
+        return None
+    try:
+        v = torch.cuda.nccl.version()
+    except Exception:  # a build without NCCL
+        return None
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 def run(args) -> int:
