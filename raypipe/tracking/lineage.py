@@ -426,16 +426,7 @@ class Lineage:
         (``raypipe.driver``: dead on this host; a driver on another host cannot be checked and is
         taken as gone, since two live drivers of one key would share one Ray Train run anyway).
         A RUNNING run whose driver still lives on this host is never returned."""
-        from mlflow.entities import ViewType
-
-        _check_name(stage, "stage name")
-        _check_name(key, "stage key")
-        flt = (f"tags.`{TAG_KIND}` = '{KIND_STAGE}' AND tags.`{TAG_STAGE}` = '{stage}' AND "
-               f"tags.`{TAG_STAGE_KEY}` = '{key}' AND attributes.status != 'FINISHED'")
-        runs = self.client.search_runs([self.experiment_id], filter_string=flt,
-                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=20,
-                                       order_by=["attributes.start_time DESC"])
-        for run in runs:
+        for run in self._stage_runs_with_key(stage, key, "!= 'FINISHED'", max_results=20):
             if run.info.status == "RUNNING" and driver_alive(run.data.tags.get(TAG_DRIVER)) is True:
                 continue  # another pipeline on this machine is training it right now
             if run.info.status in ("RUNNING", "FAILED", "KILLED"):
@@ -466,16 +457,20 @@ class Lineage:
         """Run id of the newest FINISHED training run (kind ``stage``) of ``stage`` with
         ``raypipe.stage_key == key`` in this experiment, else None. FAILED/KILLED/RUNNING runs,
         deleted runs and reuse markers never match."""
+        runs = self._stage_runs_with_key(stage, key, "= 'FINISHED'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _stage_runs_with_key(self, stage: str, key: str, status: str, max_results: int) -> list:
+        """Training runs (kind ``stage``, not deleted) of ``stage`` with this key whose status
+        matches the clause ``status`` (e.g. ``"= 'FINISHED'"``), newest first."""
         from mlflow.entities import ViewType
 
         _check_name(stage, "stage name")
         _check_name(key, "stage key")
         flt = (f"tags.`{TAG_KIND}` = '{KIND_STAGE}' AND tags.`{TAG_STAGE}` = '{stage}' AND "
-               f"tags.`{TAG_STAGE_KEY}` = '{key}' AND attributes.status = 'FINISHED'")
-        runs = self.client.search_runs([self.experiment_id], filter_string=flt,
-                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
-                                       order_by=["attributes.start_time DESC"])
-        return runs[0].info.run_id if runs else None
+               f"tags.`{TAG_STAGE_KEY}` = '{key}' AND attributes.status {status}")
+        return self.client.search_runs([self.experiment_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY,
+                                       max_results=max_results, order_by=["attributes.start_time DESC"])
 
     def reuse_stage(self, parent_run_id: str, stage: str, key: str, reused_run_id: str) -> str:
         """Record that ``stage`` was not retrained in this pipeline because ``reused_run_id``
