@@ -23,6 +23,7 @@ from raypipe.data.pipeline import TilePipeline, iter_unwrapped, to_torch, unwrap
 from raypipe.engine.config import RayConfig, TrainConfig
 from raypipe.engine.loop import load_frozen, train_loop_per_worker
 from raypipe.engine.task import build_task
+from raypipe.tracking.checkpoints import load_state_file
 
 
 @dataclass
@@ -149,7 +150,8 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         if progress:
             progress.close()
     with result.checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+        state = load_state_file(os.path.join(d, "state.pt"), run_name, "cpu", field="ray.storage_path",
+                                shown_as=f"{result.checkpoint.path}/state.pt")
     selected = state["best"]["model"] if job.train.selection != "last" and state.get("best") else state["model"]
     return selected, dict(result.metrics or {})
 
