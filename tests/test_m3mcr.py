@@ -93,10 +93,12 @@ def test_read_rows_and_sample_reader_give_the_pipelines_arrays(tmp_path, ray_ses
     rows = pipe.frame.to_dict("records")
     i = [r["sample_id"] for r in rows].index("summer_33_p_1")
     sample = reader.load(rows[i])
-    assert sorted(sample) == ["cloud_mask", "label_map", "optical", "sar"]
+    assert sorted(sample) == ["bucket_fraction", "cloud_mask", "label_map", "optical", "sar"]
     j = list(direct["sample_id"]).index("summer_33_p_1")
-    for k in ("optical", "sar", "label_map", "cloud_mask"):
+    for k in ("optical", "sar", "label_map", "cloud_mask", "bucket_fraction"):
         np.testing.assert_array_equal(sample[k], direct[k][j])
+    # M3M-CR ships its masks as a product: training reads them, and buckets use the same mask
+    assert sample["bucket_fraction"] == np.float32(sample["cloud_mask"].mean())
 
 
 def test_missing_sar_errors_or_is_quarantined(tmp_path):

@@ -99,7 +99,8 @@ def train_loop_per_worker(config: dict) -> None:
                                        with_loss=train.selection == "val_objective")
         if world > 1:
             acc = acc.all_reduce()
-            val_loss = all_reduce_mean(val_loss, device)
+            if val_loss is not None:
+                val_loss = all_reduce_mean(val_loss, device)
         epoch_metrics = task.epoch_metrics(acc.result())
         metrics = {f"train/{k}": v / max(seen, 1) for k, v in sums.items()}
         metrics.update({f"val/{k}": v for k, v in epoch_metrics.items()})
