@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/python jobs/mtts.py
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 bench: setup
 	$(BIN)/python benchmarks/data_throughput.py

@@ -191,10 +191,11 @@ def test_no_target_labels_reach_training(first_run):
     permuted.loc[rows, "label"] = shuffled
     permuted.attrs = frame.attrs
     write_manifest(permuted, str(tmp / "permuted.parquet"))
-    cfg = tiny(tmp)
+    cfg = tiny(tmp, source={"from_run": result.stages["source"].run_id})  # source labels are untouched
     cfg["data"]["source_manifest"] = str(tmp / "permuted.parquet")
     other = run_mtts(resolve(extra=cfg))
-    assert not any(o.reused for o in other.stages.values())  # the data hash changed: everything retrained
+    # the data hash changed: every target-side stage retrained
+    assert [s for s, o in other.stages.items() if not o.reused] == ["aux_optical", "aux_sar", "target"]
     lineage = Lineage(f"sqlite:///{tmp}/mlflow.db", "test-mtts")
     for stage in ("aux_optical", "aux_sar", "target"):
         a = lineage.load_checkpoint(result.stages[stage].run_id)["state_dict"]
