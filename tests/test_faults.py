@@ -209,7 +209,10 @@ def test_node_loss_mid_stage_resumes_from_last_checkpoint(tmp_path, cluster):
     reported = [step for step, _ in _history(lineage.client, faulty_handle.run_id, "epoch")]
     redone = len(reported) - len(set(reported))  # whole epochs reported twice
     assert sorted(set(reported)) == list(range(epochs))
-    assert redone == 0, reported  # only the epoch in progress was lost
+    # at most the epoch in progress is redone: one whose report was on its way when the node went
+    # (checkpoint persisted but not yet registered) runs again from the last registered checkpoint
+    twice = {e for e in reported if reported.count(e) > 1}
+    assert redone <= 1 and twice <= {metrics["start_epoch"]}, reported
     # no sample lost: every epoch trained on as many samples as the uninterrupted run
     samples = dict(_history(lineage.client, faulty_handle.run_id, "train/samples"))
     ref_samples = dict(_history(lineage.client, ref_handle.run_id, "train/samples"))

@@ -39,8 +39,18 @@ def create_ledger(name: str | None = None):
     """Start a ledger actor; returns (name, handle). Keep the handle: the actor lives as long as it does.
     Map functions get the name and look the actor up."""
     name = name or f"quarantine-{uuid.uuid4().hex[:12]}"
-    handle = QuarantineLedger.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote()
+    handle = QuarantineLedger.options(name=name, namespace=NAMESPACE, get_if_exists=True,
+                                      scheduling_strategy=on_driver_node()).remote()
     return name, handle
+
+
+def on_driver_node():
+    """Scheduling for the driver's bookkeeping actors (the ledger, the progress queue): on the
+    driver's own node, so that losing a worker node never loses the accounts (soft: anywhere if the
+    driver's node cannot host it)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
 
 
 def report(name: str, records: list[dict]) -> None:

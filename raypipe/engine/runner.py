@@ -174,7 +174,9 @@ class _Progress:
     def __init__(self, on_epoch: Callable[[dict], None]):
         from ray.util.queue import Queue
 
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        from raypipe.data.quarantine import on_driver_node
+
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": on_driver_node()})
         self.on_epoch = on_epoch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
