@@ -48,6 +48,7 @@ def ray_session(s3_server):
 
     if ray.is_initialized():
         ray.shutdown()
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # as jobs/run.py's local start
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {k: os.environ[k] for k in
                                        ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

@@ -127,3 +127,109 @@ def test_batches_with_both_clear_and_cloudy_optical(tmp_path):
         TilePipeline(from_dict(DataConfig, {"manifest": str(tmp_path / "m.parquet"), "domain": "source",
                                             "optical": "both"}, "data"))
     assert e.value.field == "data.optical" and "cloudy" in str(e.value)
+
+
+def _gen(tmp_path, tiles=20):
+    from raypipe.synthetic import generate
+
+    generate(str(tmp_path / "b"), tiles=tiles, size=16, seed=1, scene_size=5, quiet=True)
+    prepare("synthetic", str(tmp_path / "b"), str(tmp_path / "m.parquet"))
+    return str(tmp_path / "m.parquet")
+
+
+def _passes(pipe, n=2):
+    out = []
+    for _ in range(n):
+        batches = list(pipe.dataset().iter_batches(batch_size=None, batch_format="numpy"))
+        cat = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        order = np.argsort(cat["sample_id"])
+        out.append({k: v[order] for k, v in cat.items()})
+    return out
+
+
+def test_decoded_split_cache_reads_storage_once_and_gives_the_streamed_arrays(tmp_path, ray_session):
+    """``cache: auto`` decodes the split once: after the first pass the tiles can be deleted and
+    later passes still give every sample, identical to what streaming (``cache: off``) decoded from
+    the files. A budget the split does not fit streams instead, and so fails on the deleted files."""
+    import shutil
+
+    from raypipe.errors import BadTileError
+
+    manifest = _gen(tmp_path)
+    base = {"manifest": manifest, "domain": "target", "optical": "cloudy", "use_sar": True, "rows_per_block": 4}
+    streamed = TilePipeline(from_dict(DataConfig, {**base, "cache": "off"}, "data"))
+    cached = TilePipeline(from_dict(DataConfig, base, "data"))
+    tiny = TilePipeline(from_dict(DataConfig, {**base, "cache_fraction": 1e-9}, "data"))
+    assert cached.cache_decision()["cache"] and not streamed.cache_decision()["cache"]
+    assert not tiny.cache_decision()["cache"] and ">" in tiny.cache_decision()["why"]
+    # the estimate is the decoded arrays' size: optical float32 × bands, SAR float32 × bands, mask uint8
+    (ref,) = _passes(streamed, 1)
+    per_sample = sum(ref[k][0].nbytes for k in ("optical", "sar", "cloud_mask"))
+    assert cached.decoded_bytes() == per_sample * len(cached.frame)
+    first = _passes(cached, 1)[0]
+    shutil.rmtree(tmp_path / "b")  # storage gone: only the cache can answer now
+    again = _passes(cached, 2)
+    for out in (first, *again):
+        assert list(out["sample_id"]) == list(ref["sample_id"]) and len(out["sample_id"]) == len(cached.frame)
+        for k in ("optical", "sar", "cloud_mask", "label", "cloud_fraction"):
+            np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
+    with pytest.raises(BadTileError) as e:  # the streaming pipeline really reads storage every pass
+        list(tiny.iter_batches(batch_size=None))
+    assert str(tmp_path / "b") in str(e.value)
+
+
+def test_augmentation_is_drawn_anew_after_the_cache_and_only_on_training_views(tmp_path, ray_session):
+    """With flips on, each pass over a cached split flips the same decoded tiles differently (the
+    cache holds them unaugmented), every pass being a flip of the streamed tile; a method's val and
+    test views are never augmented."""
+    from raypipe.engine.config import RunConfig
+    from raypipe.engine.data import MethodData
+    from raypipe.engine.method import View
+
+    manifest = _gen(tmp_path)
+    base = {"manifest": manifest, "domain": "target", "optical": "cloudy", "use_sar": False, "rows_per_block": 4}
+    (ref,) = _passes(TilePipeline(from_dict(DataConfig, {**base, "cache": "off"}, "data")), 1)
+    aug = TilePipeline(from_dict(DataConfig, {**base, "augment": {"hflip": True}}, "data"))
+    assert aug.cache_decision()["cache"]
+    p1, p2 = _passes(aug, 2)
+    flipped = ref["optical"][..., ::-1]
+    for p in (p1, p2):
+        same = [np.array_equal(p["optical"][i], ref["optical"][i]) for i in range(len(ref["sample_id"]))]
+        flip = [np.array_equal(p["optical"][i], flipped[i]) for i in range(len(ref["sample_id"]))]
+        assert all(s or f for s, f in zip(same, flip)) and any(flip) and any(same)
+        np.testing.assert_array_equal(p["cloud_mask"][np.array(flip)], ref["cloud_mask"][np.array(flip)][..., ::-1])
+    assert not np.array_equal(p1["optical"], p2["optical"])  # drawn anew per pass
+    # a method's views: augmentation on the training split only
+    cfg = from_dict(RunConfig, {"data": {"pipeline": {"augment": {"hflip": True}}}}, "")
+    from raypipe.data.manifest import read_manifest
+
+    frame = read_manifest(manifest)
+    data = MethodData(cfg, {"source": frame, "target": frame}, [], "h")
+    assert data.pipe(View("target", "train", "cloudy"), sar=False).cfg.augment.hflip
+    for split in ("val", "test"):
+        assert not data.pipe(View("target", split, "cloudy"), sar=False).cfg.augment.hflip
+
+
+def test_driver_and_actor_pool_inference_give_the_same_predictions(tmp_path, ray_session):
+    """``ray.inference``: the model in the driver and in a Ray Data actor pool give the same logits
+    for every sample, in sample-id order; ``auto`` picks the driver for a small CPU split and actors
+    for GPUs or past the size bound."""
+    import torch
+
+    from raypipe.engine.runner import DRIVER_INFERENCE_MAX_SAMPLES, inference_on, predict
+    from raypipe.models import build_model
+
+    manifest = _gen(tmp_path)
+    pipe = TilePipeline(from_dict(DataConfig, {"manifest": manifest, "domain": "target", "optical": "cloudy",
+                                               "use_sar": False, "rows_per_block": 4}, "data"))
+    spec = {"kind": "resnet", "depth": 10, "width": 4, "stem": "small", "norm": "group",
+            "in_channels": pipe.num_optical_bands, "num_classes": 10}
+    torch.manual_seed(0)
+    state = build_model(spec).state_dict()
+    driver = predict(pipe, spec, state, "optical", where="driver", batch_size=8)
+    actors = predict(pipe, spec, state, "optical", where="actors", batch_size=8)
+    assert list(driver["sample_id"]) == sorted(pipe.frame["sample_id"]) == list(actors["sample_id"])
+    np.testing.assert_allclose(driver["logits"], actors["logits"], rtol=1e-5, atol=1e-6)
+    assert inference_on("auto", False, DRIVER_INFERENCE_MAX_SAMPLES) == "driver"
+    assert inference_on("auto", False, DRIVER_INFERENCE_MAX_SAMPLES + 1) == "actors"
+    assert inference_on("auto", True, 10) == "actors" and inference_on("driver", True, 10**6) == "driver"

@@ -97,6 +97,13 @@ class DataConfig:
     check_files: bool = True
     limit: int = 0  # use only the first N samples (0 = all), for smoke runs
     retries: RetryConfig = field(default_factory=RetryConfig)
+    # Decoded-split cache: "auto" decodes a split once (read, decode, cloud stage, normalise; every
+    # step is deterministic, simulated clouds being seeded by sample id) into the Ray object store and
+    # every later epoch, stage and evaluation that reads the same split with the same settings reuses
+    # those blocks, as long as the decoded split fits in cache_fraction of the cluster's object store
+    # memory (else it streams from storage every pass, as with "off"). Augmentation runs after the cache.
+    cache: Literal["auto", "off"] = "auto"
+    cache_fraction: float = 0.25
 
     def validate(self, path: str = "data") -> None:
         if self.rows_per_block < 1:
@@ -105,6 +112,8 @@ class DataConfig:
             raise ConfigError(f"{path}.read_threads", "must be >= 1")
         if not 0 <= self.max_invalid_fraction <= 1:
             raise ConfigError(f"{path}.max_invalid_fraction", "must be within [0, 1]")
+        if not 0 < self.cache_fraction <= 1:
+            raise ConfigError(f"{path}.cache_fraction", "must be within (0, 1]")
         if self.retries.attempts < 1:
             raise ConfigError(f"{path}.retries.attempts", "must be >= 1 (1 = no retry)")
         if not self.retries.backoff_s >= 0:
@@ -311,7 +320,7 @@ def _empty(plan: _Plan, h: int, w: int) -> dict:
 
 
 
-def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = None) -> dict:
+def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = None, augment: bool = True) -> dict:
     """Manifest rows (dicts, with the pipeline's ``index`` column) → one batch of model-ready arrays.
 
     What every Ray Data task of the pipeline runs: each row through :meth:`SampleReader.load` on
@@ -346,8 +355,8 @@ def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = Non
     quarantine.report(plan.ledger, bad)
     if not good:
         return _empty(plan, int(rows[0]["height"]), int(rows[0]["width"]))
-    rng = np.random.default_rng()
-    if any(vars(plan.cfg.augment).values()):
+    if augment and _augments(plan):
+        rng = np.random.default_rng()
         good = [(row, worker.augment(s, rng)) for row, s in good]
     out = {"sample_id": np.array([r["sample_id"] for r, _ in good], dtype=object),
            "index": np.array([r["index"] for r, _ in good], dtype=np.int64)}
@@ -375,8 +384,27 @@ def _report_retries(plan: _Plan, events: list[dict]) -> None:
 
 
 def process_block(batch: pd.DataFrame, plan: _Plan) -> dict:
-    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays."""
-    return decode_rows(batch.to_dict("records"), plan)
+    """Ray Data map function: a block of manifest rows → a batch of model-ready arrays (not yet
+    augmented: :func:`augment_block` follows, after the cache when there is one)."""
+    return decode_rows(batch.to_dict("records"), plan, augment=False)
+
+
+_PER_SAMPLE = ("optical", "optical_clear", "sar", "cloud_mask", "label_map")
+
+
+def _augments(plan: _Plan) -> bool:
+    return any(vars(plan.cfg.augment).values())
+
+
+def augment_block(batch: dict, plan: _Plan) -> dict:
+    """Ray Data map function: random flips / rotations of every sample of a decoded batch (the
+    same draw for all of a sample's arrays), drawn anew on every pass."""
+    worker, rng = SampleReader.get(plan), np.random.default_rng()
+    keys = [k for k in _PER_SAMPLE if k in batch]
+    samples = [worker.augment({k: batch[k][i] for k in keys}, rng) for i in range(len(batch["sample_id"]))]
+    for k in keys:
+        batch[k] = np.stack([s[k] for s in samples]) if samples else batch[k]
+    return batch
 
 
 _BAD_TILE_RE = re.compile(r"bad tile (?P<uri>.+?) \[(?P<reason>[a-z_]+)\]: (?P<detail>[^\n]*)")
@@ -473,6 +501,8 @@ class TilePipeline:
             self._check_files(optical_col)
         self.ledger, self._ledger_handle = quarantine.create_ledger(ledger)
         self.plan = _Plan(cfg, self.spec, optical_col, idx, bands, self.ledger)
+        self._cached = None  # the decoded split, materialised on first use when cache_decision says so
+        self._decision: dict | None = None
 
     @property
     def oracle_masks(self) -> bool:
@@ -525,7 +555,28 @@ class TilePipeline:
         self.frame = self.frame[~self.frame["sample_id"].isin(bad_ids)].reset_index(drop=True)
 
     def dataset(self):
-        """The lazy, streaming Ray Dataset of model-ready batches (one row per sample)."""
+        """The Ray Dataset of model-ready batches (one row per sample): streamed from storage, or read
+        from the decoded-split cache (``cache``), then augmented when asked."""
+        ds = self._cached if self._cached is not None else self._decode()
+        if self._cached is None and self.cache_decision()["cache"]:
+            try:
+                # one pass, in manifest order (deterministic runs read the cache as they would stream)
+                ctx = ray_data_context()
+                keep, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+                try:
+                    self._cached = ds.materialize()
+                finally:
+                    ctx.execution_options.preserve_order = keep
+            except Exception as exc:  # a bad tile / storage error, as it would surface while streaming
+                raise unwrap_error(exc) from exc
+            log.info("cached the decoded split (%s)", self.cache_decision()["why"])
+            ds = self._cached
+        if _augments(self.plan):
+            ds = ds.map_batches(augment_block, fn_kwargs={"plan": self.plan}, batch_format="numpy",
+                                batch_size=None)
+        return ds
+
+    def _decode(self):
         import ray
 
         k = self.cfg.rows_per_block
@@ -533,6 +584,31 @@ class TilePipeline:
         ds = ray.data.from_pandas(blocks)
         return ds.map_batches(process_block, fn_kwargs={"plan": self.plan}, batch_format="pandas",
                               batch_size=self.cfg.rows_per_block, zero_copy_batch=True)
+
+    def decoded_bytes(self) -> int:
+        """Size of the decoded split in memory (every array of every sample)."""
+        h, w = self.frame["height"].astype(int), self.frame["width"].astype(int)
+        aux = self.spec.aux_grid ** 2
+        per_pixel = 4 * self.num_optical_bands * (2 if self.cfg.optical == "both" else 1) + 1 \
+            + 4 * self.num_sar_bands * aux + (8 * aux if self.spec.task == "segmentation" else 0)
+        return int((h * w * per_pixel).sum())
+
+    def cache_decision(self) -> dict:
+        """``{"cache": bool, "why": str}``: whether :meth:`dataset` reads the decoded-split cache."""
+        if self._decision is None:
+            import ray
+
+            need = self.decoded_bytes()
+            if self.cfg.cache == "off":
+                self._decision = {"cache": False, "why": "data.pipeline.cache is off"}
+            else:
+                store = float(ray.cluster_resources().get("object_store_memory", 0))
+                budget = self.cfg.cache_fraction * store
+                fits = need <= budget
+                self._decision = {"cache": fits, "why": f"{need / 2**20:.1f} MiB decoded "
+                                  f"{'<=' if fits else '>'} {self.cfg.cache_fraction:g} of the object store "
+                                  f"({store / 2**30:.1f} GiB)"}
+        return self._decision
 
     def iter_batches(self, batch_size: int | None = 32, prefetch_batches: int = 2, drop_last: bool = False):
         """Numpy batches; a bad tile surfaces as the typed :class:`BadTileError` naming the file."""
@@ -578,12 +654,18 @@ class TilePipeline:
         return rep
 
 
+def ray_data_context():
+    import ray.data
+
+    return ray.data.DataContext.get_current()
+
+
 def compute_cloud_fractions(df: pd.DataFrame, cloud_config: dict, on_bad_tile: str = "error"):
     """sample_id → cloud fraction through the same cloud stage the training pipeline uses."""
     from raypipe.config import from_dict
 
     optical = "cloudy" if (df["optical_cloudy_uri"] != "").all() else "clear"
-    cfg = from_dict(DataConfig, {"optical": optical, "use_sar": False, "on_bad_tile": on_bad_tile,
+    cfg = from_dict(DataConfig, {"optical": optical, "use_sar": False, "on_bad_tile": on_bad_tile, "cache": "off",
                                  "normalise": {"mode": "none"}, "clouds": cloud_config})
     pipe = TilePipeline(cfg, frame=df)
     fractions = {}

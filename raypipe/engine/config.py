@@ -129,6 +129,10 @@ class RayConfig:
     cpus_per_worker: float = 1.0
     storage_path: str = ""  # "" = <cwd>/runs/ray-train ; s3://… on a cluster
     eval_concurrency: int = 1  # batch-inference actors for evaluation
+    # where evaluation and teacher predictions run the model: "actors" (a Ray Data actor pool of
+    # eval_concurrency, GPUs with use_gpu), "driver" (this process), or "auto": the driver on CPU-only
+    # runs up to 4096 samples per split, actors otherwise (raypipe.engine.runner.inference_on)
+    inference: Literal["auto", "driver", "actors"] = "auto"
 
     def validate(self, path: str) -> None:
         if self.num_workers < 1:

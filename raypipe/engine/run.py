@@ -92,7 +92,7 @@ class StageContext:
         """A teacher's batch-inference columns over this stage's training split, sorted by sample id."""
         t = self.teachers[teacher]
         return runner.predict(self.train_pipe, t["spec"], t["state"], t["inputs"], self.task, len(self.classes),
-                              self.ray.eval_concurrency, self.ray.use_gpu)
+                              self.ray.eval_concurrency, self.ray.use_gpu, where=self.ray.inference)
 
 
 # --- the loop ---------------------------------------------------------------------------------------
@@ -208,8 +208,8 @@ def stage_params(plan: StagePlan, method: Method, cfg) -> dict:
 
 def _data_key(pipeline) -> dict:
     """The data pipeline settings that can change a stage's result (its key): all of them but the
-    storage retry policy, which only changes how long a read may take."""
-    return {k: v for k, v in to_dict(pipeline).items() if k != "retries"}
+    storage retry policy and the decoded-split cache, which only change how long a read may take."""
+    return {k: v for k, v in to_dict(pipeline).items() if k not in ("retries", "cache", "cache_fraction")}
 
 
 def _view(v: View) -> dict:
@@ -286,6 +286,6 @@ def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state
     for prefix, view in plan.stage.evaluate.items():
         pipe = data.pipe(view, sar=plan.stage.inputs != "optical")
         columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, method.task, len(data.classes),
-                                 cfg.ray.eval_concurrency, cfg.ray.use_gpu)
+                                 cfg.ray.eval_concurrency, cfg.ray.use_gpu, where=cfg.ray.inference)
         out[prefix] = task.evaluate(columns)
     return out

@@ -86,7 +86,7 @@ def precompute_teachers(job: StageJob, ray_cfg: RayConfig, pipe: TilePipeline):
     table: dict = {}
     for name, t in job.teachers.items():
         out = predict(pipe, t["spec"], t["state"], t["inputs"], job.task, job.num_classes,
-                      ray_cfg.eval_concurrency, ray_cfg.use_gpu)
+                      ray_cfg.eval_concurrency, ray_cfg.use_gpu, where=ray_cfg.inference)
         if "index" not in table:
             table["index"] = {sid: i for i, sid in enumerate(out["sample_id"])}
             table["sample_id"] = out["sample_id"]
@@ -224,17 +224,36 @@ class _Predictor:
         return self.task.inference_columns(out, batch)
 
 
+# ``ray.inference: auto`` runs the model in the driver process up to this many samples (CPU only):
+# an actor pool costs a new process (torch imported, model loaded: ~5 s on 2 cores) per call, more
+# than a CPU forward pass over a few thousand small tiles; beyond it, or on GPUs, actors scale out.
+DRIVER_INFERENCE_MAX_SAMPLES = 4096
+
+
+def inference_on(where: str, use_gpu: bool, samples: int) -> str:
+    """``driver`` or ``actors``: where :func:`predict` runs the model for ``ray.inference``."""
+    if where != "auto":
+        return where
+    return "actors" if use_gpu or samples > DRIVER_INFERENCE_MAX_SAMPLES else "driver"
+
+
 def predict(pipe: TilePipeline, spec: dict, state: dict, inputs: str, task: str = "classification",
             num_classes: int | None = None, concurrency: int = 1, use_gpu: bool = False,
-            batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Batch inference over a pipeline with an actor pool (GPUs when asked); arrays sorted by sample id."""
+            batch_size: int = 64, where: str = "auto") -> dict[str, np.ndarray]:
+    """Batch inference over a pipeline; arrays sorted by sample id. Tiles are decoded by Ray Data
+    tasks either way; the model runs in an actor pool (GPUs when asked) or, ``where="driver"`` (and
+    ``auto`` for small CPU runs, :func:`inference_on`), in this process."""
     num_classes = num_classes or spec.get("num_classes") or len(pipe.classes)
-    ds = pipe.dataset().map_batches(
-        _Predictor, fn_constructor_kwargs={"spec": spec, "state_ref": ray.put(state), "inputs": inputs,
-                                           "task": task, "num_classes": num_classes},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_gpus=1 if use_gpu else 0)
-    parts = list(iter_unwrapped(ds.iter_batches(batch_size=None, batch_format="numpy")))
+    if inference_on(where, use_gpu, len(pipe.frame)) == "driver":
+        predictor = _Predictor(spec, state, inputs, task, num_classes)
+        parts = [predictor(b) for b in pipe.iter_batches(batch_size=batch_size)]
+    else:
+        ds = pipe.dataset().map_batches(
+            _Predictor, fn_constructor_kwargs={"spec": spec, "state_ref": ray.put(state), "inputs": inputs,
+                                               "task": task, "num_classes": num_classes},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_gpus=1 if use_gpu else 0)
+        parts = list(iter_unwrapped(ds.iter_batches(batch_size=None, batch_format="numpy")))
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     if out:
         order = np.argsort(out["sample_id"])
