@@ -45,12 +45,13 @@ def create_ledger(name: str | None = None):
 
 
 def on_driver_node():
-    """Scheduling for the driver's bookkeeping actors (the ledger, the progress queue): on the
-    driver's own node, so that losing a worker node never loses the accounts (soft: anywhere if the
-    driver's node cannot host it)."""
+    """Scheduling for the driver's bookkeeping actors (the ledger, the progress queue, 0 CPUs each):
+    on the driver's own node, so that losing a worker node never loses the accounts. Hard affinity:
+    a soft one let Ray place them on another node when the driver's (a 0-CPU head) was slow to start
+    a worker, and the accounts were then lost with that node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def report(name: str, records: list[dict]) -> None:
