@@ -56,19 +56,15 @@ def cli_overrides(args) -> dict:
     return extra
 
 
-# A local Ray instance's Ray Train controller polls its workers every 0.5 s instead of 2 s: a stage
-# then notices its last epoch ~1.5 s sooner, 5-7 s per stage less on 2 cores (docs/benchmarks.md,
-# "Stage start-up"). Clusters keep Ray's default unless their runtime env sets it.
-LOCAL_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")}
-
-
 def main(argv: list[str] | None = None, method: str | None = None) -> int:
     args = parser(method).parse_args(argv)
     if args.address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
         # A Ray instance this job starts itself binds 127.0.0.1 only (GCS, raylet, workers, agents,
         # metrics); Ray 2.60 reads this before it is imported (docs/reliability.md, "Listeners").
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.update(LOCAL_RAY_ENV)
+        # its Ray Train controller polls its workers every 0.5 s instead of 2 s: a stage notices its
+        # last epoch sooner (docs/benchmarks.md, "Stage start-up"); clusters keep Ray's default
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     from raypipe.errors import RaypipeError
     from raypipe.methods import load_methods
 
