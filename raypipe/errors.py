@@ -15,6 +15,9 @@ class ConfigError(RaypipeError, ValueError):
         self.problem = problem
         super().__init__(f"config field '{field}': {problem}")
 
+    def __reduce__(self):  # survive pickling and copying across Ray workers (Tune copies a trial's error)
+        return (type(self), (self.field, self.problem))
+
 
 class StorageError(RaypipeError, OSError):
     """Object storage (or a local folder used as one) cannot be reached or listed."""
@@ -33,7 +36,11 @@ class DatasetNotFoundError(RaypipeError, FileNotFoundError):
 
     def __init__(self, uri: str, problem: str):
         self.uri = uri
+        self.problem = problem
         super().__init__(f"{uri}: {problem}")
+
+    def __reduce__(self):
+        return (DatasetNotFoundError, (self.uri, self.problem))
 
 
 class BadTileError(RaypipeError, ValueError):
@@ -58,4 +65,8 @@ class ManifestError(RaypipeError, ValueError):
 
     def __init__(self, uri: str, problem: str):
         self.uri = uri
+        self.problem = problem
         super().__init__(f"manifest {uri}: {problem}")
+
+    def __reduce__(self):
+        return (ManifestError, (self.uri, self.problem))

@@ -20,9 +20,15 @@ def _pct(x) -> str:
     return f"{100 * x:6.1f}" if x is not None else "   n/a"
 
 
-def results_table(method: "Method", stages: Mapping) -> str:
-    """Accuracy (%) per table row of the method, overall and per cloud bucket, with bucket sizes."""
-    rows = [r for r in method.table if r.stage in stages and r.prefix in stages[r.stage].evaluations]
+def results_table(method: "Method", stages: Mapping, split: str = "test") -> str:
+    """Accuracy (%) per table row of the method, overall and per cloud bucket, with bucket sizes
+    (``split="val"``: the rows' val twins, ``…_val`` for ``…_test``, as a sweep's trials evaluate)."""
+    rows = list(method.table)
+    if split == "val":
+        from dataclasses import replace
+
+        rows = [replace(r, prefix=r.prefix[:-5] + "_val") if r.prefix.endswith("_test") else r for r in rows]
+    rows = [r for r in rows if r.stage in stages and r.prefix in stages[r.stage].evaluations]
     labels = {r: r.label + oracle_mark(r, stages[r.stage]) for r in rows}
     width = max([38, *(len(v) for v in labels.values())])
     head = (f"{'model':<{width}} {'OA':>6} {'AA':>6} {'F1':>6} {'kappa':>6} {'clear':>6} {'partly':>6} {'cloudy':>6}"

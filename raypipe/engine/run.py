@@ -24,7 +24,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from raypipe.config import to_dict
 from raypipe.errors import ConfigError
@@ -33,7 +33,7 @@ from raypipe.engine.data import MethodData, build_data
 from raypipe.engine.method import Method, Stage, View
 from raypipe.engine.report import Console, results_table
 from raypipe.models import build_model, check_model_inputs
-from raypipe.tracking import Lineage, stage_key
+from raypipe.tracking import Lineage, TrackedRun, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class StagePlan:
     from_run: str = ""
     oracle: tuple[str, ...] = ()  # what information a real user lacks it used, its teachers' included
     cloud_sources: tuple[str, ...] = ()  # where its training-time cloud fractions come from
+    views: dict = field(default_factory=dict)  # evaluation prefix -> View (the stage's, or their val twins)
 
     @property
     def name(self) -> str:
@@ -97,24 +98,42 @@ class StageContext:
 
 # --- the loop ---------------------------------------------------------------------------------------
 
-def run_method(method: Method, cfg, console: Console | None = None) -> RunResult:
+def run_method(method: Method, cfg, console: Console | None = None, *, only: Collection[str] | None = None,
+               evaluate_on: str = "test", parent_run_id: str = "", tags: dict | None = None,
+               fit_callbacks: dict | None = None) -> RunResult:
+    """Run ``method``'s stages with ``cfg``.
+
+    The keywords serve drivers that run many pipelines (``raypipe.tune``): ``only`` runs just these
+    stages (with the teachers they need: the set must be closed under teachers); ``evaluate_on="val"``
+    evaluates each stage on the val twins of its declared views (prefix ``…_test`` becomes ``…_val``)
+    instead of test, so that choosing between runs never reads test; ``parent_run_id`` nests the
+    pipeline run under another run (a sweep's); ``tags`` go on the pipeline run; ``fit_callbacks``
+    maps a stage name to extra Ray Train callbacks for its ``fit`` (e.g. Tune's report callback)."""
     t0 = time.perf_counter()
     console = console or Console(enabled=False)
     lineage = Lineage(cfg.tracking.uri or None, cfg.tracking.experiment)
     data = build_data(cfg)
-    plans = plan_stages(method, cfg, data, lineage)
+    plans = plan_stages(method, cfg, data, lineage, evaluate_on)
+    if only is not None:
+        plans = [p for p in plans if p.name in set(only)]
+        for p in plans:
+            missing = [t for t in p.stage.teachers if t not in set(only)]
+            if missing:
+                raise ValueError(f"stage {p.name} needs its teachers {missing}, which are not among {sorted(only)}")
     result = RunResult(method.name, parent_run_id="", tracking_uri=lineage.tracking_uri)
     console.start(method, cfg, data, plans)
-    with lineage.pipeline_run(cfg.name or method.name, to_dict(cfg),
-                              tags={"raypipe.data_hash": data.data_hash, "raypipe.method": method.name}) as parent:
+    with lineage.pipeline_run(cfg.name or method.name, to_dict(cfg), parent_run_id=parent_run_id,
+                              tags={"raypipe.data_hash": data.data_hash, "raypipe.method": method.name,
+                                    **(tags or {})}) as parent:
         result.parent_run_id = parent.run_id
         for i, plan in enumerate(plans):
             console.stage_start(i, len(plans), plan)
-            outcome = reuse_stage(plan, cfg, lineage, parent.run_id) or \
-                train_stage(plan, method, cfg, data, lineage, parent.run_id, result.stages, console)
+            outcome = reuse_stage(plan, method, cfg, data, lineage, parent.run_id) or \
+                train_stage(plan, method, cfg, data, lineage, parent.run_id, result.stages, console,
+                            (fit_callbacks or {}).get(plan.name, ()))
             result.stages[plan.name] = outcome
             console.stage_done(outcome)
-        result.table = results_table(method, result.stages)
+        result.table = results_table(method, result.stages, evaluate_on)
         parent.log_text(result.table, "results.txt")
         parent.log_dict({s: {"run_id": o.run_id, "key": o.key, "reused": o.reused, "evaluations": o.evaluations}
                          for s, o in result.stages.items()}, "results.json")
@@ -124,7 +143,7 @@ def run_method(method: Method, cfg, console: Console | None = None) -> RunResult
 
 # --- 1. plan: everything validated before any stage trains -------------------------------------------
 
-def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage) -> list[StagePlan]:
+def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage, evaluate_on: str = "test") -> list[StagePlan]:
     bands = _bands(method, data)
     plans: dict[str, StagePlan] = {}
     for stage in method.stages:
@@ -152,8 +171,25 @@ def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage) -> list
             key = stage_key(stage.name, stage_definition(stage, section, spec, cfg, method.task),
                             {t: plans[t].key for t in stage.teachers}, data.data_hash)
         plans[stage.name] = StagePlan(stage, path, section, spec, objective, key, section.from_run,
-                                      tuple(sorted(oracle)), tuple(train_pipe.cloud_sources))
+                                      tuple(sorted(oracle)), tuple(train_pipe.cloud_sources),
+                                      evaluation_views(stage, evaluate_on))
     return list(plans.values())
+
+
+def evaluation_views(stage: Stage, evaluate_on: str = "test") -> dict[str, View]:
+    """The views a stage is evaluated on: those it declares (``test``), or their val twins (``val``:
+    same domain and optical, the val split; prefix ``…_test`` renamed ``…_val``)."""
+    if evaluate_on == "test":
+        return dict(stage.evaluate)
+    if evaluate_on != "val":
+        raise ValueError(f"evaluate_on must be 'test' or 'val', not {evaluate_on!r}")
+    out = {}
+    for prefix, view in stage.evaluate.items():
+        if view.split == "test":
+            prefix, view = (prefix[:-5] if prefix.endswith("_test") else prefix) + "_val", \
+                View(view.domain, "val", view.optical)
+        out[prefix] = view
+    return out
 
 
 def _bands(method: Method, data: MethodData) -> dict[str, int]:
@@ -218,7 +254,8 @@ def _view(v: View) -> dict:
 
 # --- 2. reuse or train --------------------------------------------------------------------------------
 
-def reuse_stage(plan: StagePlan, cfg, lineage: Lineage, parent_id: str) -> StageOutcome | None:
+def reuse_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage: Lineage,
+                parent_id: str) -> StageOutcome | None:
     t0 = time.perf_counter()
     existing = plan.from_run or (None if plan.name in cfg.force_stages else lineage.find_stage(plan.name, plan.key))
     if not existing:
@@ -226,12 +263,23 @@ def reuse_stage(plan: StagePlan, cfg, lineage: Lineage, parent_id: str) -> Stage
     ckpt = lineage.load_checkpoint(existing, field=f"{plan.path}.from_run" if plan.from_run else plan.path)
     lineage.reuse_stage(parent_id, plan.name, plan.key, existing)
     log.info("stage %s: reusing run %s (key %s)", plan.name, existing, plan.key)
-    return StageOutcome(plan.name, existing, plan.key, True, ckpt["extra"].get("evaluations", {}),
-                        time.perf_counter() - t0, plan.oracle)
+    evaluations = dict(ckpt["extra"].get("evaluations", {}))
+    missing = [p for p in plan.views if p not in evaluations]
+    if missing:  # e.g. a sweep's trial evaluated val only: load what was added later, evaluate the rest now
+        evaluations.update(lineage.load_evaluations(existing, missing))
+        todo = {p: plan.views[p] for p in missing if p not in evaluations}
+        if todo:
+            log.info("stage %s: evaluating reused run %s on %s", plan.name, existing, sorted(todo))
+            added = evaluate_stage(plan, method, cfg, data, ckpt["state_dict"], todo)
+            run = TrackedRun(lineage, existing)
+            for prefix, res in added.items():
+                run.log_evaluation(res, prefix=prefix, class_names=data.classes)
+            evaluations.update(added)
+    return StageOutcome(plan.name, existing, plan.key, True, evaluations, time.perf_counter() - t0, plan.oracle)
 
 
 def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage: Lineage, parent_id: str,
-                done: dict[str, StageOutcome], console: Console) -> StageOutcome:
+                done: dict[str, StageOutcome], console: Console, callbacks=()) -> StageOutcome:
     t0 = time.perf_counter()
     stage = plan.stage
     teachers = {}
@@ -256,7 +304,7 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         # The Ray Train run is named after the MLflow run: a continued (interrupted) run restores its
         # latest checkpoint; a forced retrain is a new MLflow run, so it trains afresh.
         state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}-{run.run_id[:8]}",
-                              run.handle, on_epoch=lambda m: console.epoch(plan, m))
+                              run.handle, on_epoch=lambda m: console.epoch(plan, m), callbacks=list(callbacks))
         t_eval = time.perf_counter()
         evaluations = evaluate_stage(plan, method, cfg, data, state)
         t_log = time.perf_counter()
@@ -277,13 +325,14 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
 
 # --- 3. evaluate ----------------------------------------------------------------------------------------
 
-def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state: dict) -> dict:
-    """Evaluation by Ray Data batch inference on every view the stage declares."""
+def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state: dict,
+                   views: dict | None = None) -> dict:
+    """Evaluation by Ray Data batch inference on the plan's views (or ``views``)."""
     from raypipe.engine.task import build_task
 
     task = build_task(method.task, len(data.classes), data.classes)
     out = {}
-    for prefix, view in plan.stage.evaluate.items():
+    for prefix, view in (plan.views if views is None else views).items():
         pipe = data.pipe(view, sar=plan.stage.inputs != "optical")
         columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, method.task, len(data.classes),
                                  cfg.ray.eval_concurrency, cfg.ray.use_gpu, where=cfg.ray.inference)

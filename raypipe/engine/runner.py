@@ -100,7 +100,7 @@ def precompute_teachers(job: StageJob, ray_cfg: RayConfig, pipe: TilePipeline):
 
 
 def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
-        on_epoch: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
+        on_epoch: Callable[[dict], None] | None = None, callbacks: list | None = None) -> tuple[dict, dict]:
     """Train ``job`` with Ray Train; returns (the selected model's state_dict, last reported metrics):
     the final epoch's model with ``train.selection: last``, else the best on val by that criterion
     (``selection/epoch`` in the metrics says which epoch).
@@ -108,7 +108,9 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
     ``train.teacher_outputs``: ``in_loop`` (each worker runs the frozen teachers on its batches) or
     ``precomputed`` (:func:`precompute_teachers`). Re-running with the same ``run_name`` and storage
     resumes from the run's latest checkpoint. ``on_epoch`` is called on the driver with each epoch's
-    metrics as the rank-0 worker reports them (console progress)."""
+    metrics as the rank-0 worker reports them (console progress). ``callbacks`` are Ray Train
+    ``UserCallback``s (a sweep's trial passes Tune's ``TuneReportCallback``: per-epoch val metrics
+    reach Tune's scheduler)."""
     train_ds, val_ds = job.train_data.dataset(), job.val_data.dataset()
     teachers = {n: {"spec": t["spec"], "state": ray.put(t["state"]), "inputs": t["inputs"]}
                 for n, t in job.teachers.items()}
@@ -135,7 +137,8 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, failure_config=FailureConfig(max_failures=job.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), **store),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or None,
+                             **store),
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=ingest_config(job.train.deterministic),
     )

@@ -342,11 +342,15 @@ class Lineage:
 
     @contextlib.contextmanager
     def pipeline_run(self, name: str, config: Mapping[str, Any] | Any,
-                     tags: Mapping[str, Any] | None = None, context_tags: bool = True) -> Iterator[TrackedRun]:
+                     tags: Mapping[str, Any] | None = None, context_tags: bool = True,
+                     parent_run_id: str = "", kind: str = KIND_PIPELINE,
+                     run_id: str | None = None) -> Iterator[TrackedRun]:
         """The parent run of one pipeline execution. Logs the flattened config as params
         (chunks of 100; values over 6000 chars truncated with a marker), the full config as
         ``config.yaml``, tags ``raypipe.kind=pipeline`` and ``raypipe.pipeline=<name>`` plus
         ``tags`` (and MLflow's context tags: user, source, git commit, if ``context_tags``).
+        ``parent_run_id`` nests it under another run (a sweep run: ``kind="sweep"``); ``run_id``
+        continues an earlier run (a resumed sweep's).
         Ends FINISHED, or FAILED if the body raises (KILLED on KeyboardInterrupt)."""
         all_tags: dict[str, Any] = {}
         if context_tags:
@@ -354,7 +358,9 @@ class Lineage:
                 from mlflow.tracking.context.registry import resolve_tags
 
                 all_tags.update(resolve_tags())
-        all_tags.update({TAG_KIND: KIND_PIPELINE, TAG_PIPELINE: name, TAG_DRIVER: driver_id()})
+        all_tags.update({TAG_KIND: kind, TAG_PIPELINE: name, TAG_DRIVER: driver_id()})
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
         all_tags.update({k: str(v) for k, v in (tags or {}).items()})
 
         def setup(run_id: str) -> None:
@@ -362,8 +368,8 @@ class Lineage:
             self._log_config(run_id, config)
             self.close_interrupted_pipelines(name, run_id)
 
-        with self._run(name, all_tags, setup) as run_id:
-            yield TrackedRun(self, run_id)
+        with self._run(name, all_tags, setup, run_id=run_id) as rid:
+            yield TrackedRun(self, rid)
 
     def close_interrupted_pipelines(self, name: str, successor: str) -> list[str]:
         """End KILLED (tagged ``raypipe.interrupted=true``, ``raypipe.resumed_in=<successor>``) every
@@ -536,6 +542,23 @@ class Lineage:
         if check:
             self.check_run(run_id, field, stage=stage, name=name)
         return checkpoints.load_checkpoint(self.client, self.tracking_uri, run_id, name=name, field=field)
+
+    def load_evaluations(self, run_id: str, prefixes: Sequence[str]) -> dict[str, Any]:
+        """The evaluations ``eval/<prefix>/result.json`` logged to a run after its checkpoint was saved
+        (e.g. test, added when a sweep's best trial was evaluated), for those of ``prefixes`` it has."""
+        import json
+        import tempfile
+
+        import mlflow
+
+        out: dict[str, Any] = {}
+        for prefix in prefixes:
+            with tempfile.TemporaryDirectory() as d, contextlib.suppress(Exception):
+                path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"eval/{prefix}/result.json",
+                                                           dst_path=d, tracking_uri=self.tracking_uri)
+                with open(path) as f:
+                    out[prefix] = json.load(f)
+        return out
 
     def load_model(self, run_id: str, name: str = "model", field: str = "from_run",
                    stage: str | None = None, check: bool = True):
