@@ -211,12 +211,15 @@ def _needs_sar(method: Method, stage: Stage) -> bool:
     return any(m in ("sar", "both") for m in models)
 
 
+TWO_INPUT_KINDS = ("multimodal", "early_fusion")  # model kinds that take optical and SAR as two inputs
+
+
 def model_spec(model: dict, inputs: str, num_classes: int, bands: dict[str, int]) -> dict:
     """A stage's model spec with class and band counts filled in from the data where not given
     (where given, planning checks them against the data)."""
     spec = copy.deepcopy(model)
     spec.setdefault("num_classes", num_classes)
-    if spec.get("kind") == "multimodal":
+    if spec.get("kind") in TWO_INPUT_KINDS:  # per-modality band counts
         for modality in ("optical", "sar"):
             spec.setdefault(modality, {}).setdefault("in_channels", bands.get(modality, 0))
     else:

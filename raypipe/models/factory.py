@@ -9,6 +9,12 @@ Specs::
      "optical": {"depth": 18, "in_channels": 10, "width": 64, "stem": "small"},
      "sar":     {"depth": 10, "in_channels": 2, "width": 32, "stem": "small"}}
 
+    {"kind": "early_fusion", "num_classes": 10, "optical": {"in_channels": 10}, "sar": {"in_channels": 2},
+     "encoder": {"depth": 18, "width": 64, "stem": "small"}}
+
+``early_fusion`` stacks the optical and SAR bands into one ResNet's input (SAR resized to the optical
+grid when the two differ, as on M3M-CR's 3 m / 10 m tiles).
+
 Encoder specs inside a multimodal spec are resnet specs without ``num_classes`` (the heads
 belong to the multimodal model); their ``kind`` may be omitted or ``"resnet"``.
 Defaults: depth 18, width 64, stem "standard", zero_init_residual False, dropout 0, norm "batch",
@@ -31,7 +37,7 @@ __all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL
 # Model kinds are open: ``register_model("my_kind", build_fn)`` where ``build_fn(spec, field) -> nn.Module``
 # validates its own spec (raising ConfigError naming ``field.<key>``) and builds the model.
 MODELS = Registry("model kind")
-MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal")  # the built-in kinds
+MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal", "early_fusion")  # the built-in kinds
 
 
 def register_model(kind: str, build=None):
@@ -155,11 +161,46 @@ def _multimodal(spec: Mapping[str, Any], field: str) -> MultiModalNet:
     )
 
 
+@register_model("early_fusion")
+def _early_fusion(spec: Mapping[str, Any], field: str) -> "EarlyFusionNet":
+    _check_keys(spec, {"kind", "num_classes", "encoder", *MODALITIES}, field)
+    channels = {}
+    for m in MODALITIES:
+        f = _join(field, m)
+        sub = _check_mapping(spec.get(m, {}), f)
+        _check_keys(sub, {"in_channels"}, f)
+        channels[m] = _int(sub, "in_channels", f)
+    f = _join(field, "encoder")
+    enc = dict(_check_mapping(spec.get("encoder", {}), f))
+    _check_keys(enc, _RESNET_KEYS - {"kind", "num_classes", "in_channels"}, f,
+                " (in_channels comes from optical + sar)")
+    num_classes = _int(spec, "num_classes", field, minimum=2)
+    net = _build_resnet({**enc, "in_channels": channels["optical"] + channels["sar"], "num_classes": num_classes},
+                        f, encoder=False)
+    return EarlyFusionNet(net)
+
+
+class EarlyFusionNet(nn.Module):
+    """One ResNet on the optical and SAR bands stacked (input-level fusion); logits out."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, optical, sar):
+        import torch
+        import torch.nn.functional as F
+
+        if sar.shape[-2:] != optical.shape[-2:]:
+            sar = F.interpolate(sar, size=optical.shape[-2:], mode="bilinear", align_corners=False)
+        return self.net(torch.cat([optical, sar], dim=1))
+
+
 def model_spec_in_channels(spec: Mapping[str, Any], field: str = "model") -> dict[str, int]:
-    """Input band counts a spec expects: ``{"optical": n, "sar": m}`` for a multimodal spec,
-    ``{"input": n}`` for a single-input resnet. Validates only what it reads."""
+    """Input band counts a spec expects: ``{"optical": n, "sar": m}`` for a two-input spec (multimodal,
+    early fusion), ``{"input": n}`` for a single-input resnet. Validates only what it reads."""
     spec = _check_mapping(spec, field)
-    if _kind(spec, field) != "multimodal":
+    if _kind(spec, field) not in ("multimodal", "early_fusion"):
         return {"input": _int(spec, "in_channels", field)}
     out = {}
     for m in MODALITIES:

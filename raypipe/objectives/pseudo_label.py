@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from raypipe.engine.config import StageConfig
-from raypipe.engine.objective import Objective, forward, masked_ce
+from raypipe.engine.objective import Objective, forward, main_logits, masked_ce
 from raypipe.engine.registry import OBJECTIVES
 from raypipe.errors import ConfigError
 from raypipe.losses import filter_pseudo_labels, filter_scores, filter_stats
@@ -68,7 +68,7 @@ class PseudoLabel(Objective):
         with torch.no_grad():
             logits = self.teacher_logits(teachers, self.teacher, batch)
             pseudo, keep = apply_filter(self.config.filter, logits, batch.get("cloud_fraction"))
-        out = forward(model, batch, self.inputs)
+        out = main_logits(forward(model, batch, self.inputs))
         loss = masked_ce(out, pseudo, keep)
         return loss, {"ce": loss.detach(), "kept": keep.float().mean()}
 

@@ -1,0 +1,99 @@
+"""Baselines on the engine: the oracles (target labels, marked as such) and TLF (late fusion on f_S's
+filtered pseudo labels). Losses and models against hand computations; both methods end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raypipe.engine import resolve
+from raypipe.engine.run import run_method
+from raypipe.errors import ConfigError
+from raypipe.methods import get_method
+from raypipe.models import build_model
+
+TINY = {"depth": 10, "width": 4, "stem": "small", "norm": "group"}
+
+
+def test_early_fusion_is_one_resnet_on_the_stacked_bands():
+    spec = {"kind": "early_fusion", "num_classes": 3, "optical": {"in_channels": 4}, "sar": {"in_channels": 2},
+            "encoder": TINY}
+    net = build_model(spec).eval()
+    plain = build_model({"kind": "resnet", "num_classes": 3, "in_channels": 6, **TINY}).eval()
+    plain.load_state_dict(net.net.state_dict())
+    opt, sar = torch.randn(2, 4, 8, 8), torch.randn(2, 2, 8, 8)
+    assert torch.allclose(net(opt, sar), plain(torch.cat([opt, sar], 1)))
+    small_sar = torch.randn(2, 2, 4, 4)  # coarser SAR grid (M3M-CR: 10 m vs 3 m) is resized to the optical one
+    up = F.interpolate(small_sar, size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(net(opt, small_sar), plain(torch.cat([opt, up], 1)))
+    with pytest.raises(ConfigError) as err:
+        build_model({**spec, "encoder": {**TINY, "in_channels": 6}}, "stages.early_fusion.model")
+    assert err.value.field == "stages.early_fusion.model.encoder.in_channels"
+
+
+def _tlf_objective(fusion: str):
+    m = get_method("tlf")
+    cfg = resolve(m, overrides=[f"stages.late_fusion.model.fusion={fusion}"])
+    stage = m.stage("late_fusion")
+    return stage.objective_class()(cfg.stages.late_fusion, stage.inputs, {"source": "optical"})
+
+
+def test_tlf_needs_late_fusion_and_says_where():
+    _tlf_objective("late").check("stages.late_fusion")
+    with pytest.raises(ConfigError) as err:
+        _tlf_objective("concat").check("stages.late_fusion")
+    assert err.value.field == "stages.late_fusion.model.fusion"
+
+
+def test_tlf_trains_each_head_on_the_filtered_pseudo_labels_and_predicts_their_mean():
+    torch.manual_seed(0)
+    objective = _tlf_objective("late")  # filter: max-softmax >= 0.6 (the MTTS stage-1 default)
+    model = build_model({"kind": "multimodal", "num_classes": 3, "fusion": "late",
+                         "optical": {**TINY, "in_channels": 4}, "sar": {**TINY, "in_channels": 2}})
+    teacher = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 3.0], [0.2, 0.0, 0.1]])
+    # softmax maxima: 0.96 (kept, class 0), 0.36 (dropped), 0.91 (kept, class 2), 0.36 (dropped)
+    batch = {"optical": torch.randn(4, 4, 8, 8), "sar": torch.randn(4, 2, 8, 8), "logits/source": teacher}
+    loss, parts = objective.loss(model, {}, batch)
+    out = model(batch["optical"], batch["sar"])
+    kept, labels = torch.tensor([0, 2]), torch.tensor([0, 2])
+    expected = F.cross_entropy(out.optical[kept], labels) + F.cross_entropy(out.sar[kept], labels)
+    assert torch.allclose(loss, expected) and float(parts["kept"]) == 0.5
+    assert torch.allclose(out.fused, 0.5 * (out.optical + out.sar))
+
+
+@pytest.fixture(scope="module")
+def baseline_runs(tmp_path_factory, ray_session):
+    tmp = tmp_path_factory.mktemp("baselines")
+    train = {"epochs": 1, "batch_size": 16}
+    common = {"data": {"benchmark": {"out": str(tmp / "bench"), "tiles": 40, "size": 16, "scene_size": 10}},
+              "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db"}, "ray": {"storage_path": str(tmp / "runs")}}
+    # the early-fusion oracle only (the single-modality ones are the same objective on one input)
+    oracle = run_method(get_method("oracle"), resolve(get_method("oracle"), extra={**common, "stages": {
+        "early_fusion": {"model": {"kind": "early_fusion", "encoder": TINY}, "train": train}}}),
+        only=["early_fusion"])
+    tlf = run_method(get_method("tlf"), resolve(get_method("tlf"), extra={**common, "stages": {
+        "source": {"model": {"kind": "resnet", **TINY}, "train": train},
+        "late_fusion": {"model": {"kind": "multimodal", "fusion": "late", "optical": TINY, "sar": TINY},
+                        "train": train}}}))
+    return oracle, tlf
+
+
+def test_oracles_train_on_target_labels_and_every_row_says_so(baseline_runs):
+    oracle, _ = baseline_runs
+    assert set(oracle.stages) == {"early_fusion"}
+    for outcome in oracle.stages.values():
+        assert not outcome.reused and "labels" in outcome.oracle
+        assert outcome.evaluations["target_test"]["overall"]["n"] > 0
+    rows = [line for line in oracle.table.splitlines() if "target labels" in line]
+    assert len(rows) == 1 and all("[oracle: labels" in line for line in rows), oracle.table
+    m = get_method("oracle")  # the other two rows are declared oracle too
+    assert all(row.oracle for row in m.table) and len(m.table) == 3
+
+
+def test_tlf_runs_on_f_s_pseudo_labels_without_target_labels(baseline_runs):
+    _, tlf = baseline_runs
+    assert set(tlf.stages) == {"source", "late_fusion"}
+    assert tlf.stages["late_fusion"].oracle == ()
+    line = next(line for line in tlf.table.splitlines() if line.startswith("TLF"))
+    assert "oracle" not in line, tlf.table
