@@ -97,3 +97,32 @@ def test_tlf_runs_on_f_s_pseudo_labels_without_target_labels(baseline_runs):
     assert tlf.stages["late_fusion"].oracle == ()
     line = next(line for line in tlf.table.splitlines() if line.startswith("TLF"))
     assert "oracle" not in line, tlf.table
+
+
+def test_gdl_loss_matches_the_gdnet_formula_computed_independently():
+    torch.manual_seed(1)
+    m = get_method("gdl")
+    cfg = resolve(m, overrides=["stages.student.beta=0.2"])
+    objective = m.stage("student").objective_class()(cfg.stages.student, "both", {"source": "optical"})
+    objective.check("stages.student")
+    model = build_model({"kind": "multimodal", "num_classes": 3, "variational": True,
+                         "optical": {**TINY, "in_channels": 4}, "sar": {**TINY, "in_channels": 2}}).eval()  # z = mu
+    teacher = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 3.0]])  # kept, dropped, kept (>= 0.6)
+    batch = {"optical": torch.randn(3, 4, 8, 8), "sar": torch.randn(3, 2, 8, 8), "logits/source": teacher}
+    loss, _ = objective.loss(model, {}, batch)
+
+    out = model(batch["optical"], batch["sar"])
+    kept, y = torch.tensor([0, 2]), torch.tensor([0, 2])
+    f_o, f_s = out.optical_features, out.sar_features
+    uni = [model.fused_head(torch.cat([f_o, torch.zeros_like(f_s)], 1)),
+           model.fused_head(torch.cat([torch.zeros_like(f_o), f_s], 1))]
+    normal = torch.distributions.Normal
+    kl = sum(torch.distributions.kl_divergence(normal(out.mu[k], (0.5 * out.logvar[k]).exp()), normal(0.0, 1.0))
+             .sum(1).mean() for k in ("optical", "sar"))
+    expected = (F.cross_entropy(out.fused[kept], y)
+                + 0.2 * sum(F.cross_entropy(u[kept], y) + ((u - out.fused) ** 2).mean() for u in uni) + 1e-4 * kl)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    with pytest.raises(ConfigError) as err:  # GDL without Gaussian embeddings is not GDL
+        resolved = resolve(m, overrides=["stages.student.model.variational=false"]).stages.student
+        m.stage("student").objective_class()(resolved, "both", {"source": "optical"}).check("stages.student")
+    assert err.value.field == "stages.student.model"
