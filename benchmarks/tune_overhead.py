@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="", help="working folder (default: a temporary one)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # as jobs/tune.py
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # as jobs/tune.py: a loopback-only instance
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     with tempfile.TemporaryDirectory(prefix="tune-overhead-") as tmp:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         from mlflow import MlflowClient
 
         from raypipe.tune import Sweep, load_space, run_sweep
+        from raypipe.tune.sweep import local_runtime_env
 
         tracking = f"sqlite:///{work}/mlflow.db"
         model = {"kind": "resnet", "depth": 10, "width": 8, "stem": "small", "norm": "group"}
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                  "tracking": {"uri": tracking}, "ray": {"storage_path": f"{work}/ray-train"}}
         sweep = Sweep.build("mtts", load_space(args.space), extra=extra, trials=args.trials, scheduler="fifo",
                             concurrency=args.concurrency, name="tune-overhead", storage=f"{work}/tune")
-        ray.init(configure_logging=False, include_dashboard=False, log_to_driver=False)
+        ray.init(configure_logging=False, log_to_driver=False, runtime_env=local_runtime_env())
         ray.data.DataContext.get_current().enable_progress_bars = False
         with Timer() as whole:
             outcome = run_sweep(sweep)

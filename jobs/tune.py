@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from raypipe.errors import RaypipeError
     from raypipe.tune import Sweep, load_space, run_sweep
+    from raypipe.tune.sweep import local_runtime_env
 
     try:
         sweep = Sweep.build(args.method, load_space(args.space), config_file=args.config, overrides=args.set,
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import ray.data
 
-    runtime_env = {"worker_process_setup_hook": "raypipe.engine.netguard.bind_store_to_loopback"} if local else None
+    runtime_env = local_runtime_env() if local else None
     try:
         ray.init(address=None if local else args.address, configure_logging=False, log_to_driver=args.verbose,
                  runtime_env=runtime_env)

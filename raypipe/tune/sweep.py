@@ -278,6 +278,22 @@ def _tuner(sweep: Sweep, trainable, concurrency: int, storage: str, callbacks: l
     )
 
 
+def local_runtime_env() -> dict:
+    """For the local Ray instance this sweep starts: its GCS on a port chosen here, and that address in
+    every worker's RAY_ADDRESS. Ray Train's placement-group cleaner (a detached actor) finds its
+    cluster through the state API, which, with several Ray instances on one machine (a test session,
+    another job), refuses to guess; without it a trial stopped by ASHA keeps its workers' placement
+    group and the next trials starve. Also DDP's rendezvous store on loopback, as in jobs/run.py."""
+    import socket
+
+    if "RAY_GCS_SERVER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["RAY_GCS_SERVER_PORT"] = str(s.getsockname()[1])
+    return {"worker_process_setup_hook": "raypipe.engine.netguard.bind_store_to_loopback",
+            "env_vars": {"RAY_ADDRESS": f"127.0.0.1:{os.environ['RAY_GCS_SERVER_PORT']}"}}
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -468,7 +484,8 @@ class _Progress:
                 shown = ", ".join(f"{k.rsplit('.', 2)[-2]}.{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items()
                                   if k in sweep.space.params)
                 value = m.get(sweep.metric_key)
-                how = status or ("" if m.get("raypipe_final") else f"stopped after {m.get('training_iteration', 0)} epochs")
+                n = int(m.get("training_iteration", 0) or 0)
+                how = status or ("" if m.get("raypipe_final") else f"stopped after {n} epoch{'s' if n != 1 else ''}")
                 printer(f"  trial {self.done}/{total} {trial.trial_id}: {shown} -> "
                         f"{sweep.metric_key} {_fmt(value)}{' (' + how + ')' if how else ''}")
 
