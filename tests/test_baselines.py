@@ -72,15 +72,17 @@ def baseline_runs(tmp_path_factory, ray_session):
     oracle = run_method(get_method("oracle"), resolve(get_method("oracle"), extra={**common, "stages": {
         "early_fusion": {"model": {"kind": "early_fusion", "encoder": TINY}, "train": train}}}),
         only=["early_fusion"])
-    tlf = run_method(get_method("tlf"), resolve(get_method("tlf"), extra={**common, "stages": {
-        "source": {"model": {"kind": "resnet", **TINY}, "train": train},
-        "late_fusion": {"model": {"kind": "multimodal", "fusion": "late", "optical": TINY, "sar": TINY},
-                        "train": train}}}))
-    return oracle, tlf
+    from raypipe.compare import compare
+
+    first = compare(["source_only", "tlf"], seeds=[0, 1], preset="tiny", extra=common, out_dir=str(tmp / "cmp"),
+                    name="cmp-test")
+    again = compare(["source_only", "tlf"], seeds=[0, 1], preset="tiny", extra=common, out_dir=str(tmp / "cmp"),
+                    name="cmp-test")
+    return oracle, first, again, tmp
 
 
 def test_oracles_train_on_target_labels_and_every_row_says_so(baseline_runs):
-    oracle, _ = baseline_runs
+    oracle = baseline_runs[0]
     assert set(oracle.stages) == {"early_fusion"}
     for outcome in oracle.stages.values():
         assert not outcome.reused and "labels" in outcome.oracle
@@ -91,12 +93,39 @@ def test_oracles_train_on_target_labels_and_every_row_says_so(baseline_runs):
     assert all(row.oracle for row in m.table) and len(m.table) == 3
 
 
-def test_tlf_runs_on_f_s_pseudo_labels_without_target_labels(baseline_runs):
-    _, tlf = baseline_runs
-    assert set(tlf.stages) == {"source", "late_fusion"}
-    assert tlf.stages["late_fusion"].oracle == ()
-    line = next(line for line in tlf.table.splitlines() if line.startswith("TLF"))
-    assert "oracle" not in line, tlf.table
+def test_a_comparison_shares_f_s_aggregates_seeds_and_reruns_nothing(baseline_runs):
+    import csv
+    import statistics
+
+    from mlflow import MlflowClient
+
+    _, first, again, tmp = baseline_runs
+    # f_S trained once per seed: by source_only, then reused by tlf (same stage key)
+    assert first.trained == {("source_only", 0): ["source"], ("tlf", 0): ["late_fusion"],
+                             ("source_only", 1): ["source"], ("tlf", 1): ["late_fusion"]}
+    assert all(not v for v in again.trained.values())  # a rerun trains nothing
+    rows = {r["label"]: r for r in first.rows}
+    assert set(rows) == {"source-only (f_S on target optical)", "TLF late fusion (optical + SAR)"}
+    assert rows["source-only (f_S on target optical)"]["also_in"] == ["tlf"]  # shown once
+    assert all(r["oracle"] == "" for r in first.rows)
+    # mean ± std over seeds, against the per-seed test OA logged to each seed's stage run
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("raypipe")
+    late = client.search_runs([exp.experiment_id], "tags.`raypipe.kind` = 'stage' AND tags.`raypipe.stage` = 'late_fusion'")
+    per_seed = sorted(r.data.metrics["target_test/oa"] for r in late)
+    mean, std = rows["TLF late fusion (optical + SAR)"]["oa"]
+    assert len(per_seed) == 2 and abs(mean - sum(per_seed) / 2) < 1e-9
+    assert abs(std - abs(per_seed[0] - per_seed[1]) / 2 ** 0.5) < 1e-9
+    tlf = rows["TLF late fusion (optical + SAR)"]
+    assert sum(b["n"] for b in tlf["coverage"]) == tlf["n"] and len(tlf["coverage"]) == 10
+    with open(tmp / "cmp" / "comparison.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [t["row"] for t in table] == [r["label"] for r in first.rows]
+    assert abs(float(table[1]["oa_mean"]) - statistics.fmean(per_seed)) < 1e-9
+    for name in ("comparison.md", "buckets.png", "coverage.png"):
+        assert (tmp / "cmp" / name).stat().st_size > 0
+    nested = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{first.run_id}'")
+    assert len(nested) == 4  # one pipeline run per method and seed under the comparison run
 
 
 def test_gdl_loss_matches_the_gdnet_formula_computed_independently():

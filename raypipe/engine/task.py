@@ -70,8 +70,29 @@ class ClassificationTask(Task):
                 "bucket_fraction": np.asarray(_buckets_of(batch))}
 
     def evaluate(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        return evaluate(columns["pred"], columns["label"], _buckets_of(columns), self.num_classes,
-                        self.class_names)
+        result = evaluate(columns["pred"], columns["label"], _buckets_of(columns), self.num_classes,
+                          self.class_names)
+        result["coverage"] = coverage_bins(columns["pred"], columns["label"], _buckets_of(columns))
+        return result
+
+
+COVERAGE_BINS = 10
+
+
+def coverage_bins(pred, label, fraction, bins: int = COVERAGE_BINS) -> list[dict[str, Any]]:
+    """Accuracy against cloud coverage: ``bins`` equal bins of the cloud fraction over [0, 1] (the last
+    one closed), each ``{"lo", "hi", "n", "oa"}`` (``oa`` None when empty). Samples without a label
+    (negative) are left out."""
+    pred, label, fraction = (np.asarray(a).reshape(-1) for a in (pred, label, fraction))
+    valid = label >= 0
+    index = np.clip((fraction * bins).astype(int), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = valid & (index == b)
+        n = int(sel.sum())
+        out.append({"lo": b / bins, "hi": (b + 1) / bins, "n": n,
+                    "oa": float((pred[sel] == label[sel]).mean()) if n else None})
+    return out
 
 
 class _Accumulator:
