@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
     from raypipe.engine.report import oracle_summary
 
     print(f"{name} on {cfg.data.source_manifest or cfg.data.benchmark.out}  (accuracy %, test split)")
-    print(f"configuration: {args.config or f'{name} embedded default'}"
-          f"{' with ' + ' '.join(args.set) if args.set else ''}")
+    what = args.config or f"{name} embedded default" + (f": {m.default_note}" if m.default_note else "")
+    print(f"configuration: {what}{' with ' + ' '.join(args.set) if args.set else ''}")
     print(result.table)
     print(oracle_summary(m, result.stages))
     reused = [s for s, o in result.stages.items() if o.reused]

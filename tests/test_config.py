@@ -42,10 +42,11 @@ def resolve(**kw):
 
 
 def test_off_and_on_stay_words():
-    cfg = resolve(overrides=["stages.target.irm.mode=off", "stages.aux_sar.filter.enabled=false"])
+    cfg = resolve(overrides=["stages.target.irm.mode=off", "stages.target.irm.cloud_prior=false",
+                             "stages.aux_sar.filter.enabled=false"])
     assert cfg.stages.target.irm.mode == "off" and cfg.stages.aux_sar.filter.enabled is False
     # the same in a YAML file, where YAML 1.1 reads `off` as false
-    cfg = resolve(extra={"stages": {"target": {"irm": {"mode": False}}}})
+    cfg = resolve(extra={"stages": {"target": {"irm": {"mode": False, "cloud_prior": False}}}})
     assert cfg.stages.target.irm.mode == "off"
 
 
@@ -67,3 +68,18 @@ def test_an_empty_set_value_is_the_empty_string():
     """README's ``--set data.source_domain=`` (a manifest holding one domain) means "", not null."""
     cfg = resolve(overrides=["data.source_domain=", "data.target_domain="])
     assert cfg.data.source_domain == "" and cfg.data.target_domain == ""
+
+
+def test_the_default_is_cloud_aware_and_the_published_preset_is_the_paper():
+    from pathlib import Path
+
+    d = resolve()
+    assert d.stages.aux_optical.filter.max_cloud_fraction == 0.1 and d.stages.aux_sar.filter.max_cloud_fraction == 0.1
+    assert d.stages.target.irm.cloud_prior is True and d.stages.target.src_weighting == "irm_opt"
+    published = resolve(config_file=str(Path(__file__).resolve().parents[1] / "configs" / "mtts_published.yaml"))
+    for stage in ("aux_optical", "aux_sar"):
+        f = getattr(published.stages, stage).filter
+        assert (f.enabled, f.rule, f.threshold, f.max_cloud_fraction) == (True, "max_softmax", 0.6, 1.0)
+    irm = published.stages.target.irm
+    assert (irm.mode, irm.alpha, irm.w_min, irm.cloud_prior) == ("per_sample", 1.0, 0.1, False)
+    assert published.stages.target.src_weighting == "none"

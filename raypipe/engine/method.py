@@ -93,6 +93,7 @@ class Method:
     table: tuple[Row, ...] = ()
     task: str = "classification"
     experiment: str = ""  # MLflow experiment ("" = tracking.experiment's default)
+    default_note: str = ""  # one line: what the embedded default configuration is (printed by jobs/run.py)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
