@@ -155,6 +155,7 @@ def _runs(tracking_uri: str, flt: str):
     return client.search_runs([exp.experiment_id], filter_string=flt, max_results=1000)
 
 
+@pytest.mark.timeout(1500)  # two sweep drivers, five stage trainings, a jobs/run.py rerun
 def test_a_sweep_whose_driver_died_resumes_without_rerunning_finished_trials(tmp_path):
     cfg = {"data": {"benchmark": {"out": str(tmp_path / "bench"), "tiles": 40, "size": 16, "scene_size": 10}},
            "stages": {"source": {"model": TINY_MODEL, "train": {"epochs": 1, "batch_size": 16}},
