@@ -335,8 +335,9 @@ def run_sweep(sweep: Sweep, resume: bool = False, out_dir: str = "", baseline: b
             json.dump({"run_id": run.run_id, "method": sweep.method, "space": sweep.space.source}, f)
         t_shared = time.perf_counter()
         shared = shared_stages(sweep)
+        tied = "".join(f"; {t} = {src}" for t, src in sweep.space.tied.items())
         printer(f"sweep {sweep.name}: {sweep.method}, {len(sweep.space.params)} swept "
-                f"({', '.join(sweep.space.paths)}); shared stages trained once first: {', '.join(shared) or 'none'}")
+                f"({', '.join(sweep.space.params)}{tied}); shared stages trained once first: {', '.join(shared) or 'none'}")
         if shared:
             run_method(sweep.method_obj(), sweep.config(name=f"{sweep.name}-shared"), only=shared,
                        evaluate_on="val", parent_run_id=run.run_id, tags={"raypipe.sweep": sweep.name})
