@@ -162,7 +162,7 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return (None, None)
-    return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None)  # no spread from one seed
 
 
 def _coverage_mean(per_seed: list[list[dict]]) -> list[dict]:
@@ -177,7 +177,9 @@ def _coverage_mean(per_seed: list[list[dict]]) -> list[dict]:
 
 def _pct(ms: tuple) -> str:
     m, s = ms
-    return "–" if m is None else f"{100 * m:.1f} ± {100 * s:.1f}"
+    if m is None:
+        return "–"
+    return f"{100 * m:.1f}" if s is None else f"{100 * m:.1f} ± {100 * s:.1f}"
 
 
 def write_outputs(rows: list[dict], seeds: list[int], preset: str, selection: str, out_dir: str) -> str:
@@ -190,7 +192,8 @@ def write_outputs(rows: list[dict], seeds: list[int], preset: str, selection: st
         for r in rows:
             w.writerow([r["method"], r["label"], r["oracle"], *[v for k in keys for v in r[k]], r["n"],
                         *[r[f"n_{b}"] for b in BUCKETS], " ".join(r["also_in"])])
-    lines = [f"Accuracy % on the target test split, mean ± std over seeds {', '.join(map(str, seeds))} "
+    over = f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} (one seed: no spread)"
+    lines = [f"Accuracy % on the target test split, {over} "
              f"(preset {preset}, selection {selection}). Rows marked oracle used information a real user lacks.",
              "", "| method | model | " + " | ".join(cols) + " | oracle |", "|" + "---|" * (len(cols) + 3)]
     for r in rows:
@@ -223,7 +226,7 @@ def plot_buckets(rows: list[dict], path: str) -> None:
     x = np.arange(len(BUCKETS) + 1)
     for i, r in enumerate(rows):
         vals = [r["oa"][0], *(r[b][0] for b in BUCKETS)]
-        errs = [r["oa"][1], *(r[b][1] for b in BUCKETS)]
+        errs = [r["oa"][1] or 0.0, *((r[b][1] or 0.0) for b in BUCKETS)]
         ax.bar(x + i * width, [100 * (v or 0) for v in vals], width, yerr=[100 * (e or 0) for e in errs],
                label=_label(r), hatch="//" if r["oracle"] else None)
     ax.set_xticks(x + width * (len(rows) - 1) / 2, ["overall", *BUCKETS])
