@@ -6,6 +6,8 @@ a table (CSV and Markdown, mean ± std over seeds, oracle rows marked) and two c
     python jobs/compare.py --methods mtts,oracle --data s3://bucket/manifests/sen12ms.parquet \\
         --set data.target_manifest=s3://bucket/manifests/cr.parquet --tracking-uri http://mlflow:5000
 
+``--config`` and ``--set`` apply to every method (a key a method lacks is an error naming it); the
+preset's benchmark size, epochs and seeds come after ``--config`` and before ``--set``.
 Stages with the same key are trained once (f_S above all) and reused; rerunning after an interruption
 trains only what is missing. Outputs under ``--out`` (default ``runs/compare/<name>``):
 ``comparison.csv``, ``comparison.md``, ``buckets.png`` (accuracy per cloud bucket) and ``coverage.png``
@@ -20,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run import cli_overrides  # noqa: E402
+from run import LOCAL_RUNTIME_ENV, add_run_options, cli_overrides, prepare_local_ray  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,22 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selection", default="last", help="last | val_labels (oracle) | val_objective, every stage")
     p.add_argument("--name", default="", help="comparison name (default compare-<preset>)")
     p.add_argument("--out", default="", help="where the table and charts go (default runs/compare/<name>)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override for every method (repeatable)")
-    p.add_argument("--data", help="source manifest URI (default: the generated benchmark)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
-    p.add_argument("--storage-path", help="Ray Train storage (local folder or s3://…)")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers per stage")
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
-    p.add_argument("--log-dir", default=os.path.join("runs", "logs"))
-    p.add_argument("--verbose", action="store_true")
+    add_run_options(p)
     args = p.parse_args(argv)
-    args.force_stage = []
-    local = args.address in (None, "local") and not os.environ.get("RAY_ADDRESS")
-    if local:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    local = prepare_local_ray(args.address)
     from raypipe.compare import compare
     from raypipe.engine.report import quiet_library_loggers, setup_logging
     from raypipe.errors import RaypipeError
@@ -58,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     import ray.data
 
     try:
-        runtime_env = {"worker_process_setup_hook": "raypipe.engine.netguard.bind_store_to_loopback"} if local else None
+        runtime_env = LOCAL_RUNTIME_ENV if local else None
         ray.init(address=None if local else args.address, configure_logging=False, log_to_driver=args.verbose,
                  runtime_env=runtime_env)
         quiet_library_loggers(args.verbose)
         ray.data.DataContext.get_current().enable_progress_bars = False
         outcome = compare(methods, args.seeds, args.preset, args.selection, cli_overrides(args), args.set,
-                          args.out, args.name)
+                          args.out, args.name, config_file=args.config)
     except RaypipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(f"full log: {log_file}", file=sys.stderr)

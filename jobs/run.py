@@ -20,11 +20,9 @@ import os
 import sys
 
 
-def parser(method: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if method is None:
-        p.add_argument("--method", help="a registered method (see --list)")
-        p.add_argument("--list", action="store_true", help="list the registered methods and exit")
+def add_run_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every job shares: the base configuration and where it runs (jobs/tune.py and
+    jobs/compare.py add theirs to these)."""
     p.add_argument("--config", help="YAML file with config overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override one value (repeatable)")
     p.add_argument("--data", help="source manifest URI (default: the generated benchmark)")
@@ -32,10 +30,19 @@ def parser(method: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--storage-path", help="Ray Train storage (local folder or s3://…)")
     p.add_argument("--num-workers", type=int, help="Ray Train workers per stage")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL, bf16 autocast")
-    p.add_argument("--force-stage", action="append", default=[], metavar="NAME", help="retrain this stage even if a matching run exists")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
     p.add_argument("--log-dir", default=os.path.join("runs", "logs"), help="where the full log goes (default: runs/logs)")
     p.add_argument("--verbose", action="store_true", help="also show Ray's and the libraries' own output here")
+    return p
+
+
+def parser(method: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if method is None:
+        p.add_argument("--method", help="a registered method (see --list)")
+        p.add_argument("--list", action="store_true", help="list the registered methods and exit")
+    add_run_options(p)
+    p.add_argument("--force-stage", action="append", default=[], metavar="NAME", help="retrain this stage even if a matching run exists")
     return p
 
 
@@ -51,20 +58,31 @@ def cli_overrides(args) -> dict:
         extra["ray"]["num_workers"] = args.num_workers
     if args.use_gpu:
         extra["ray"]["use_gpu"] = True
-    if args.force_stage:
+    if getattr(args, "force_stage", None):
         extra["force_stages"] = args.force_stage
     return extra
 
 
+def prepare_local_ray(address: str | None) -> bool:
+    """Whether this job starts its own local Ray instance; if so, set what Ray reads before it is
+    imported. Such an instance binds 127.0.0.1 only (GCS, raylet, workers, agents, metrics; docs/
+    reliability.md, "Listeners"), and its Ray Train controller polls its workers every 0.5 s instead of
+    2 s, so a stage notices its last epoch sooner (docs/benchmarks.md, "Stage start-up"); clusters keep
+    Ray's defaults."""
+    local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    return local
+
+
+# a Ray instance a job starts serves DDP's rendezvous store on loopback too (raypipe.engine.netguard)
+LOCAL_RUNTIME_ENV = {"worker_process_setup_hook": "raypipe.engine.netguard.bind_store_to_loopback"}
+
+
 def main(argv: list[str] | None = None, method: str | None = None) -> int:
     args = parser(method).parse_args(argv)
-    if args.address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
-        # A Ray instance this job starts itself binds 127.0.0.1 only (GCS, raylet, workers, agents,
-        # metrics); Ray 2.60 reads this before it is imported (docs/reliability.md, "Listeners").
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # its Ray Train controller polls its workers every 0.5 s instead of 2 s: a stage notices its
-        # last epoch sooner (docs/benchmarks.md, "Stage start-up"); clusters keep Ray's default
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    prepare_local_ray(args.address)
     from raypipe.errors import RaypipeError
     from raypipe.methods import load_methods
 
@@ -96,8 +114,7 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
     try:
         address = args.address or cfg.ray.address or None
         local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
-        # a Ray instance started here serves DDP's rendezvous store on loopback too (raypipe.engine.netguard)
-        runtime_env = {"worker_process_setup_hook": "raypipe.engine.netguard.bind_store_to_loopback"} if local else None
+        runtime_env = LOCAL_RUNTIME_ENV if local else None
         ray.init(address=address, configure_logging=False, log_to_driver=args.verbose, runtime_env=runtime_env)
         quiet_library_loggers(args.verbose)
         ctx = ray.data.DataContext.get_current()

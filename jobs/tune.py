@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run import cli_overrides  # noqa: E402
+from run import add_run_options, cli_overrides, prepare_local_ray  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,26 +41,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="where trials.csv, trials.png, best.yaml go (default: the sweep folder)")
     p.add_argument("--resume", action="store_true", help="continue the sweep of this name after its driver died")
     p.add_argument("--baseline", action="store_true", help="also evaluate the base configuration on test")
-    p.add_argument("--config", help="YAML file with base config overrides")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="base override (repeatable)")
-    p.add_argument("--data", help="source manifest URI (default: the generated benchmark)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
-    p.add_argument("--storage-path", help="Ray Train storage (local folder or s3://…)")
-    p.add_argument("--num-workers", type=int, help="Ray Train workers per stage")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
-    p.add_argument("--log-dir", default=os.path.join("runs", "logs"), help="where the full log goes")
-    p.add_argument("--verbose", action="store_true", help="also show Ray's and the libraries' own output here")
+    add_run_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    args.force_stage = []
-    local = args.address in (None, "local") and not os.environ.get("RAY_ADDRESS")
-    if local:  # as jobs/run.py: loopback only, and a quicker controller poll
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    local = prepare_local_ray(args.address)
     # Tune's own console table and banners stay off (verbose=0 in the classic reporter): the sweep
     # prints a line per trial instead (raypipe.tune.sweep._Progress)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

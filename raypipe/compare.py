@@ -84,7 +84,7 @@ def method_overrides(method, preset: str, seed: int, selection: str) -> dict:
 
 def compare(methods: list[str], seeds: list[int], preset: str = "small", selection: str = "last",
             extra: dict | None = None, overrides: list[str] | None = None, out_dir: str = "",
-            name: str = "", printer=print) -> CompareOutcome:
+            name: str = "", printer=print, config_file: str | None = None) -> CompareOutcome:
     from raypipe.config import deep_merge, to_dict
     from raypipe.engine import resolve
     from raypipe.engine.report import Console
@@ -97,7 +97,7 @@ def compare(methods: list[str], seeds: list[int], preset: str = "small", selecti
     if selection not in ("last", "val_labels", "val_objective"):
         raise ConfigError("--selection", f"must be last, val_labels or val_objective, not {selection!r}")
     extra = extra or {}
-    configs = {(m.name, seed): resolve(m, None, overrides or [],
+    configs = {(m.name, seed): resolve(m, config_file, overrides or [],
                                        deep_merge(method_overrides(m, preset, seed, selection), extra))
                for m in ms for seed in seeds}  # every configuration checked before anything trains
     t0 = time.perf_counter()
