@@ -51,6 +51,12 @@ class View:
         return self.optical != "clear"
 
 
+def val_twin(prefix: str) -> str:
+    """The evaluation prefix of a test view's val twin (``target_test`` -> ``target_val``), as a sweep's
+    trials are evaluated (``raypipe.engine.run.evaluation_views``)."""
+    return (prefix[:-5] if prefix.endswith("_test") else prefix) + "_val"
+
+
 SOURCE_TRAIN = View("source", "train", "clear")
 SOURCE_TEST = View("source", "test", "clear")
 TARGET_TRAIN = View("target", "train", "cloudy")

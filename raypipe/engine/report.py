@@ -27,7 +27,9 @@ def results_table(method: "Method", stages: Mapping, split: str = "test") -> str
     if split == "val":
         from dataclasses import replace
 
-        rows = [replace(r, prefix=r.prefix[:-5] + "_val") if r.prefix.endswith("_test") else r for r in rows]
+        from raypipe.engine.method import val_twin
+
+        rows = [replace(r, prefix=val_twin(r.prefix)) if r.prefix.endswith("_test") else r for r in rows]
     rows = [r for r in rows if r.stage in stages and r.prefix in stages[r.stage].evaluations]
     labels = {r: r.label + oracle_mark(r, stages[r.stage]) for r in rows}
     width = max([38, *(len(v) for v in labels.values())])

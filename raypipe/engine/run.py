@@ -30,9 +30,10 @@ from raypipe.config import to_dict
 from raypipe.errors import ConfigError
 from raypipe.engine import runner
 from raypipe.engine.data import MethodData, build_data
-from raypipe.engine.method import Method, Stage, View
+from raypipe.engine.method import Method, Stage, View, val_twin
 from raypipe.engine.report import Console, results_table
 from raypipe.models import build_model, check_model_inputs
+from raypipe.models.factory import TWO_INPUT_KINDS
 from raypipe.tracking import Lineage, TrackedRun, stage_key
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,10 @@ def run_method(method: Method, cfg, console: Console | None = None, *, only: Col
     data = build_data(cfg)
     plans = plan_stages(method, cfg, data, lineage, evaluate_on)
     if only is not None:
-        plans = [p for p in plans if p.name in set(only)]
+        only = set(only)
+        plans = [p for p in plans if p.name in only]
         for p in plans:
-            missing = [t for t in p.stage.teachers if t not in set(only)]
+            missing = [t for t in p.stage.teachers if t not in only]
             if missing:
                 raise ValueError(f"stage {p.name} needs its teachers {missing}, which are not among {sorted(only)}")
     result = RunResult(method.name, parent_run_id="", tracking_uri=lineage.tracking_uri)
@@ -186,8 +188,7 @@ def evaluation_views(stage: Stage, evaluate_on: str = "test") -> dict[str, View]
     out = {}
     for prefix, view in stage.evaluate.items():
         if view.split == "test":
-            prefix, view = (prefix[:-5] if prefix.endswith("_test") else prefix) + "_val", \
-                View(view.domain, "val", view.optical)
+            prefix, view = val_twin(prefix), View(view.domain, "val", view.optical)
         out[prefix] = view
     return out
 
@@ -209,9 +210,6 @@ def _bands(method: Method, data: MethodData) -> dict[str, int]:
 def _needs_sar(method: Method, stage: Stage) -> bool:
     models = [stage.inputs, *(method.stage(t).inputs for t in stage.teachers)]
     return any(m in ("sar", "both") for m in models)
-
-
-TWO_INPUT_KINDS = ("multimodal", "early_fusion")  # model kinds that take optical and SAR as two inputs
 
 
 def model_spec(model: dict, inputs: str, num_classes: int, bands: dict[str, int]) -> dict:

@@ -70,9 +70,9 @@ class ClassificationTask(Task):
                 "bucket_fraction": np.asarray(_buckets_of(batch))}
 
     def evaluate(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        result = evaluate(columns["pred"], columns["label"], _buckets_of(columns), self.num_classes,
-                          self.class_names)
-        result["coverage"] = coverage_bins(columns["pred"], columns["label"], _buckets_of(columns))
+        fraction = _buckets_of(columns)
+        result = evaluate(columns["pred"], columns["label"], fraction, self.num_classes, self.class_names)
+        result["coverage"] = coverage_bins(columns["pred"], columns["label"], fraction)
         return result
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from raypipe.errors import ConfigError
@@ -32,12 +34,14 @@ from raypipe.registry import Registry
 from raypipe.models.multimodal import FUSIONS, MODALITIES, MultiModalNet
 from raypipe.models.resnet import RESNET_DEPTHS, RESNET_NORMS, RESNET_STEMS, ResNet
 
-__all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL_KINDS", "MODELS", "register_model"]
+__all__ = ["build_model", "model_spec_in_channels", "check_model_inputs", "MODEL_KINDS", "TWO_INPUT_KINDS", "MODELS",
+           "register_model"]
 
 # Model kinds are open: ``register_model("my_kind", build_fn)`` where ``build_fn(spec, field) -> nn.Module``
 # validates its own spec (raising ConfigError naming ``field.<key>``) and builds the model.
 MODELS = Registry("model kind")
 MODEL_KINDS: tuple[str, ...] = ("resnet", "multimodal", "early_fusion")  # the built-in kinds
+TWO_INPUT_KINDS: tuple[str, ...] = ("multimodal", "early_fusion")  # kinds that take optical and SAR as two inputs
 
 
 def register_model(kind: str, build=None):
@@ -188,9 +192,6 @@ class EarlyFusionNet(nn.Module):
         self.net = net
 
     def forward(self, optical, sar):
-        import torch
-        import torch.nn.functional as F
-
         if sar.shape[-2:] != optical.shape[-2:]:
             sar = F.interpolate(sar, size=optical.shape[-2:], mode="bilinear", align_corners=False)
         return self.net(torch.cat([optical, sar], dim=1))
@@ -200,7 +201,7 @@ def model_spec_in_channels(spec: Mapping[str, Any], field: str = "model") -> dic
     """Input band counts a spec expects: ``{"optical": n, "sar": m}`` for a two-input spec (multimodal,
     early fusion), ``{"input": n}`` for a single-input resnet. Validates only what it reads."""
     spec = _check_mapping(spec, field)
-    if _kind(spec, field) not in ("multimodal", "early_fusion"):
+    if _kind(spec, field) not in TWO_INPUT_KINDS:
         return {"input": _int(spec, "in_channels", field)}
     out = {}
     for m in MODALITIES:

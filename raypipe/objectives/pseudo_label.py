@@ -64,10 +64,14 @@ class PseudoLabel(Objective):
     def teacher(self) -> str:
         return next(iter(self.teacher_inputs))
 
-    def loss(self, model, teachers, batch):
+    def pseudo_labels(self, teachers, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels, keep)``: the teacher's filtered pseudo labels for the batch (no gradient)."""
         with torch.no_grad():
             logits = self.teacher_logits(teachers, self.teacher, batch)
-            pseudo, keep = apply_filter(self.config.filter, logits, batch.get("cloud_fraction"))
+            return apply_filter(self.config.filter, logits, batch.get("cloud_fraction"))
+
+    def loss(self, model, teachers, batch):
+        pseudo, keep = self.pseudo_labels(teachers, batch)
         out = main_logits(forward(model, batch, self.inputs))
         loss = masked_ce(out, pseudo, keep)
         return loss, {"ce": loss.detach(), "kept": keep.float().mean()}

@@ -95,7 +95,10 @@ class SearchSpace:
         return n
 
     def assignment(self, trial_config: dict) -> dict[str, Any]:
-        """Every swept path's value for a trial (tied paths included), in space order."""
+        """Every swept path's value for a trial (tied paths included), in space order; ``{}`` for a
+        config that lacks some (a trial Tune never started)."""
+        if not all(p in trial_config for p in self.params):
+            return {}
         out = {p: _plain(trial_config[p]) for p in self.params}
         out.update({p: out[src] for p, src in self.tied.items()})
         return out

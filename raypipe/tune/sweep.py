@@ -75,6 +75,7 @@ class Sweep:
     @classmethod
     def build(cls, method_name: str, space: SearchSpace, **kw) -> "Sweep":
         """A sweep, checked: the method, the space against its configuration, search, scheduler, metric."""
+        from raypipe.engine.method import val_twin
         from raypipe.methods import get_method
 
         method = get_method(method_name)
@@ -100,7 +101,7 @@ class Sweep:
         row = method.table[-1] if method.table else None
         sweep.objective_stage = row.stage if row else method.stages[-1].name
         test_prefix = row.prefix if row else next(iter(method.stage(sweep.objective_stage).evaluate))
-        sweep.objective_prefix = test_prefix[:-5] + "_val" if test_prefix.endswith("_test") else test_prefix
+        sweep.objective_prefix = val_twin(test_prefix) if test_prefix.endswith("_test") else test_prefix
         if sweep.metric == "val_objective":  # the loop computes the val loss only for this selection
             sweep.overrides = [*sweep.overrides, f"stages.{sweep.objective_stage}.train.selection=val_objective"]
         sweep.name = sweep.name or f"{method_name}-{os.path.splitext(os.path.basename(space.source))[0]}"
@@ -166,29 +167,29 @@ def concurrency_for(sweep: Sweep, cluster_cpus: float) -> int:
 
 # --- which stages the trials share -------------------------------------------------------------------
 
-def stage_keys(sweep: Sweep, values: dict[str, Any], data=None) -> dict[str, str]:
-    from raypipe.engine.data import build_data
+def stage_keys(sweep: Sweep, values: dict[str, Any], data, lineage) -> dict[str, str]:
     from raypipe.engine.run import plan_stages
-    from raypipe.tracking import Lineage
 
     cfg = sweep.config(values)
-    lineage = Lineage(cfg.tracking.uri or None, cfg.tracking.experiment)
-    return {p.name: p.key for p in plan_stages(sweep.method_obj(), cfg, data or build_data(cfg), lineage)}
+    return {p.name: p.key for p in plan_stages(sweep.method_obj(), cfg, data, lineage)}
 
 
 def shared_stages(sweep: Sweep) -> list[str]:
     """Stages whose key is the same at every value tried for every swept parameter (a few per
     parameter: the bounds and the middle, or every choice): these the trials share."""
     from raypipe.engine.data import build_data
+    from raypipe.tracking import Lineage
 
-    base_data = build_data(sweep.base_config())
-    base = stage_keys(sweep, {}, base_data)
+    base_cfg = sweep.base_config()
+    lineage = Lineage(base_cfg.tracking.uri or None, base_cfg.tracking.experiment)
+    base_data = build_data(base_cfg)
+    base = stage_keys(sweep, {}, base_data, lineage)
     changed: set[str] = set()
     for param in sweep.space.params.values():
-        data = None if param.path.startswith("data.") else base_data
         for value in param.sample_values():
             values = {param.path: value, **{t: value for t, s in sweep.space.tied.items() if s == param.path}}
-            keys = stage_keys(sweep, values, data)
+            data = build_data(sweep.config(values)) if param.path.startswith("data.") else base_data
+            keys = stage_keys(sweep, values, data, lineage)
             changed |= {s for s, k in keys.items() if k != base[s]}
     return [s for s in base if s not in changed]
 
@@ -384,7 +385,7 @@ def trial_rows(sweep: Sweep, grid) -> list[dict]:
     rows = []
     for r in grid:
         m = r.metrics or {}
-        values = sweep.space.assignment(r.config) if all(p in r.config for p in sweep.space.params) else {}
+        values = sweep.space.assignment(r.config)
         status = "error" if r.error else ("finished" if m.get("raypipe_final") else "stopped")
         rows.append({"trial_id": m.get("trial_id", ""), "status": status, "values": values,
                      "metric": m.get(sweep.metric_key), "epochs_reported": m.get("training_iteration"),
@@ -481,7 +482,7 @@ class _Progress:
             def _line(self, trial, status):
                 self.done += 1
                 m = trial.last_result or {}
-                values = sweep.space.assignment(trial.config) if all(p in trial.config for p in sweep.space.params) else {}
+                values = sweep.space.assignment(trial.config)
                 shown = ", ".join(f"{k.rsplit('.', 2)[-2]}.{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items()
                                   if k in sweep.space.params)
                 value = m.get(sweep.metric_key)

@@ -22,7 +22,7 @@ from raypipe.engine.config import StageConfig
 from raypipe.engine.objective import forward, masked_ce
 from raypipe.engine.registry import OBJECTIVES
 from raypipe.errors import ConfigError
-from raypipe.objectives.pseudo_label import FilterConfig, PseudoLabel, apply_filter
+from raypipe.objectives.pseudo_label import FilterConfig, PseudoLabel
 
 
 @dataclass
@@ -63,9 +63,7 @@ class GDL(PseudoLabel):
                                                "fusion: concat (Gaussian embeddings, one fused head)")
 
     def loss(self, model, teachers, batch):
-        with torch.no_grad():
-            logits = self.teacher_logits(teachers, self.teacher, batch)
-            y, keep = apply_filter(self.config.filter, logits, batch.get("cloud_fraction"))
+        y, keep = self.pseudo_labels(teachers, batch)
         out = forward(model, batch, self.inputs)
         uni = unimodal_outputs(model, out)
         ce = masked_ce(out.fused, y, keep)

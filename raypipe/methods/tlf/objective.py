@@ -4,12 +4,10 @@ module); the prediction is the average of the two unimodal logit vectors (``fusi
 
 from __future__ import annotations
 
-import torch
-
 from raypipe.engine.objective import forward, masked_ce
 from raypipe.engine.registry import OBJECTIVES
 from raypipe.errors import ConfigError
-from raypipe.objectives.pseudo_label import PseudoLabel, apply_filter
+from raypipe.objectives.pseudo_label import PseudoLabel
 
 
 @OBJECTIVES.register("tlf")
@@ -22,9 +20,7 @@ class LateFusionPseudoLabel(PseudoLabel):
                                                       "(the prediction is the mean of the unimodal logits)")
 
     def loss(self, model, teachers, batch):
-        with torch.no_grad():
-            logits = self.teacher_logits(teachers, self.teacher, batch)
-            pseudo, keep = apply_filter(self.config.filter, logits, batch.get("cloud_fraction"))
+        pseudo, keep = self.pseudo_labels(teachers, batch)
         out = forward(model, batch, self.inputs)
         ce_opt, ce_sar = masked_ce(out.optical, pseudo, keep), masked_ce(out.sar, pseudo, keep)
         return ce_opt + ce_sar, {"ce_optical": ce_opt.detach(), "ce_sar": ce_sar.detach(), "kept": keep.float().mean()}
