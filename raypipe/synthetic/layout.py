@@ -6,6 +6,8 @@ the manifest builder cannot disagree about the layout.
 
 from __future__ import annotations
 
+from raypipe.data.datasets.synthetic import METADATA_FILE, ROIS  # noqa: F401  (the reader's constants)
+
 SYNTHETIC_VERSION = 2  # bump whenever the content generated for a given seed changes
 
 TEST_SCENE_FRACTION = 0.2
@@ -14,7 +16,6 @@ MIN_SCENES = 5  # scenes per domain the default scene size aims for: 1 / TEST_SC
 PIXEL_SIZE_M = 10.0
 
 DOMAINS: tuple[str, ...] = ("source", "target")
-ROIS: dict[str, str] = {"source": "ROIs1158_spring", "target": "ROIs1970_fall"}
 # Path templates per domain and modality, relative to <out>; {roi}, {scene}, {patch}.
 LAYOUT: dict[str, dict[str, str]] = {
     "source": {
@@ -31,7 +32,6 @@ LAYOUT: dict[str, dict[str, str]] = {
     },
 }
 SAMPLE_ID_FORMAT = "{roi}_{scene}_p{patch}"
-METADATA_FILE = "synthetic.json"
 
 # Random streams: every draw is seeded by (seed, stream, domain, index) so tiles are
 # independent of each other and of the order or process they are rendered in.

@@ -35,7 +35,11 @@ from raypipe import storage
 from raypipe.data.datasets.base import DatasetSpec, PrepareOptions, Quarantine, register
 from raypipe.data.datasets import sen12ms, sen12ms_cr
 from raypipe.errors import DatasetNotFoundError
-from raypipe.synthetic.layout import METADATA_FILE, ROIS
+
+# The layout facts the reader needs; the writer (raypipe.synthetic.layout) takes them from here, so the
+# two cannot disagree and the reader does not depend on the generator.
+ROIS: dict[str, str] = {"source": "ROIs1158_spring", "target": "ROIs1970_fall"}
+METADATA_FILE = "synthetic.json"
 
 
 class SyntheticBenchmark(DatasetSpec):
