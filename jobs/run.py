@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
     print()
     from raypipe.engine.report import oracle_summary
 
-    print(f"{name} on {cfg.data.source_manifest or cfg.data.benchmark.out}  (accuracy %, test split)")
+    print(f"{name} on {cfg.data.source_manifest or cfg.data.benchmark.out}  (%, test split)")
     what = args.config or f"{name} embedded default" + (f": {m.default_note}" if m.default_note else "")
     print(f"configuration: {what}{' with ' + ' '.join(args.set) if args.set else ''}")
     print(result.table)

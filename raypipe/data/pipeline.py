@@ -58,6 +58,10 @@ class AugmentConfig:
     hflip: bool = False
     vflip: bool = False
     rot90: bool = False
+    # random crop of crop × crop optical pixels (0 = the whole tile), drawn on the grid the optical,
+    # SAR and label rasters share (M3M-CR: multiples of 10 optical px ↔ 3 label px, CloudSeg's 160 ↔ 48),
+    # so every array of a sample is cut at the same place on the ground; training views only
+    crop: int = 0
 
 
 @dataclass
@@ -106,6 +110,8 @@ class DataConfig:
     cache_fraction: float = 0.25
 
     def validate(self, path: str = "data") -> None:
+        if self.augment.crop < 0:
+            raise ConfigError(f"{path}.augment.crop", "must be >= 0 (0 = the whole tile)")
         if self.rows_per_block < 1:
             raise ConfigError(f"{path}.rows_per_block", "must be >= 1")
         if self.read_threads < 1:
@@ -283,6 +289,8 @@ class SampleReader:
 
     def augment(self, s: dict, rng: np.random.Generator) -> dict:
         a = self.plan.cfg.augment
+        if a.crop:
+            s = aligned_crop(s, a.crop, self.plan.spec.aux_grid, rng)
         flips = []
         if a.hflip and rng.random() < 0.5:
             flips.append(lambda x: x[..., ::-1])
@@ -318,6 +326,38 @@ def _empty(plan: _Plan, h: int, w: int) -> dict:
     return out
 
 
+
+
+def grid_unit(aux_grid: float) -> int:
+    """The smallest number of optical pixels that is a whole number of SAR / label pixels (M3M-CR's
+    0.3: 10 optical px = 3 label px; 1 where the grids are the same)."""
+    for k in range(1, 1001):
+        if abs(k * aux_grid - round(k * aux_grid)) < 1e-6:
+            return k
+    raise ValueError(f"no common grid for aux_grid {aux_grid}")
+
+
+def aligned_crop(s: dict, crop: int, aux_grid: float, rng: np.random.Generator) -> dict:
+    """A random ``crop`` × ``crop`` window (optical px) of every array of a sample, its corner on the
+    shared grid (:func:`grid_unit`); arrays on the aux grid (SAR, label maps) are cut at the same place."""
+    unit = grid_unit(aux_grid)
+    h, w = s["optical"].shape[-2:]
+    if crop > h or crop > w:
+        raise ConfigError("data.augment.crop", f"{crop} px is larger than the {h} x {w} tile")
+    r = unit * int(rng.integers(0, (h - crop) // unit + 1))
+    c = unit * int(rng.integers(0, (w - crop) // unit + 1))
+    out = dict(s)
+    for key in _PER_SAMPLE:
+        if key not in s:
+            continue
+        x = s[key]
+        if x.shape[-2:] == (h, w):
+            out[key] = np.ascontiguousarray(x[..., r:r + crop, c:c + crop])
+        else:  # the aux grid
+            a = round(crop * aux_grid)
+            ar, ac = round(r * aux_grid), round(c * aux_grid)
+            out[key] = np.ascontiguousarray(x[..., ar:ar + a, ac:ac + a])
+    return out
 
 
 def decode_rows(rows: list[dict], plan: _Plan, reader: SampleReader | None = None, augment: bool = True) -> dict:
@@ -476,7 +516,8 @@ class TilePipeline:
         if df.empty:
             raise ConfigError("data.split", f"no sample with split={cfg.split!r} domain={cfg.domain!r} in the manifest")
         self.frame = df.reset_index(drop=True).assign(index=lambda d: np.arange(len(d), dtype=np.int64))
-        optical_col = "optical_uri" if cfg.optical == "clear" else "optical_cloudy_uri"
+        # simulated clouds are drawn on the cloud-free acquisition (WHU-OPT-SAR has no other)
+        optical_col = "optical_uri" if cfg.optical == "clear" or cfg.clouds.mode == "simulate" else "optical_cloudy_uri"
         needed = [optical_col] + (["optical_uri"] if cfg.optical == "both" else [])
         for col in needed:
             empty = self.frame[self.frame[col] == ""]
@@ -488,6 +529,10 @@ class TilePipeline:
             self.unlabelled = int((self.frame["label"] < 0).sum())
         else:
             self.unlabelled = 0
+        unit = grid_unit(self.spec.aux_grid)
+        if cfg.augment.crop % unit:
+            raise ConfigError("data.pipeline.augment.crop", f"{cfg.augment.crop} is not on the grid {self.spec.name}'s "
+                              f"optical, SAR and label rasters share: use a multiple of {unit} optical px")
         bands, idx = _resolve_bands(cfg, self.spec)
         stage = CloudStage(cfg.clouds, self.spec.optical_scale, self.spec.is_sentinel2,
                            optical_col == "optical_cloudy_uri", self.spec.masks_are_truth)

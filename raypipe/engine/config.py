@@ -2,7 +2,10 @@
 
 A method's configuration is one dataclass tree::
 
-    name, data.*, stages.<stage>.*, tracking.*, ray.*, force_stages
+    name, data.*, stages.<stage>.*, task.*, tracking.*, ray.*, force_stages
+
+``task`` holds the method's task settings (its task class's ``Config``: e.g. segmentation's sliding
+window ``task.window``; empty for classification).
 
 ``stages.<stage>`` is the config class of that stage's objective (``Objective.Config``), so a knob
 has one dotted name from YAML and ``--set`` down to the loss, and the same name in MLflow params and
@@ -34,7 +37,12 @@ class TrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
-    schedule: Literal["cosine", "constant"] = "cosine"
+    # cosine: annealed to 0 over the epochs; constant; step: lr × step_gamma at epoch step_start and every
+    # step_every epochs after it (CloudSeg: halved every 5 epochs from epoch 10)
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
+    step_start: int = 10
+    step_every: int = 5
+    step_gamma: float = 0.5
     seed: int = 0
     amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
     max_failures: int = 2  # Ray Train restarts from the latest checkpoint this many times
@@ -53,9 +61,11 @@ class TrainConfig:
     #   val_objective lowest value of the stage's own objective on val (its pseudo-label or distillation
     #                 loss): label-free wherever the objective is.
     selection: Literal["last", "val_labels", "val_objective"] = "last"
+    # validate (and select) every this many epochs, and always after the last one (CloudSeg: 2)
+    val_every: int = 1
 
     def validate(self, path: str) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "val_every", "step_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}", "must be >= 1")
         if self.shuffle_buffer < 0:
@@ -68,6 +78,10 @@ class TrainConfig:
             raise ConfigError(f"{path}.momentum", "must be within [0, 1)")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise ConfigError(f"{path}.nesterov", "needs optimizer: sgd with momentum > 0")
+        if self.step_start < 0:
+            raise ConfigError(f"{path}.step_start", "must be >= 0")
+        if not 0 < self.step_gamma <= 1:
+            raise ConfigError(f"{path}.step_gamma", "must be within (0, 1]")
         if self.max_failures < -1:
             raise ConfigError(f"{path}.max_failures", "must be >= 0 (or -1 for unlimited)")
 
@@ -84,17 +98,27 @@ class StageConfig:
 
 @dataclass
 class BenchmarkConfig:
-    """The generated benchmark used when no data is given (made if absent)."""
+    """The generated benchmark used when no data is given (made if absent).
 
+    ``kind``: ``sen12ms`` (the scene-classification transfer benchmark, :mod:`raypipe.synthetic`),
+    ``m3m-cr`` or ``whu-opt-sar`` (segmentation, :mod:`raypipe.synthetic.segmentation`). ``tiles``
+    (per domain for sen12ms), ``size`` (tile px; for whu-opt-sar the tile cut from the scenes) and
+    ``scene_size`` (tiles per scene / AOI) serve sen12ms and m3m-cr; ``scenes``, ``scene_height`` and
+    ``scene_width`` serve whu-opt-sar."""
+
+    kind: Literal["sen12ms", "m3m-cr", "whu-opt-sar"] = "sen12ms"
     out: str = "data/synthetic"
     tiles: int = 480  # per domain
     size: int = 32
     seed: int = 0
     preset: str = "thick"
     scene_size: int = 40
+    scenes: int = 10
+    scene_height: int = 300
+    scene_width: int = 400
 
     def validate(self, path: str) -> None:
-        for name in ("tiles", "size", "scene_size"):
+        for name in ("tiles", "size", "scene_size", "scenes", "scene_height", "scene_width"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}", "must be >= 1")
 
@@ -162,8 +186,11 @@ def config_class(method: "Method") -> type:
     with one field per stage, typed by the stage's objective config (built once per method)."""
     if method.name in _CONFIG_CLASSES:
         return _CONFIG_CLASSES[method.name]
+    from raypipe.engine.task import TASKS  # the task classes register themselves there
+
     stage_fields = [(s.name, s.objective_class().Config, field(default_factory=s.objective_class().Config))
                     for s in method.stages]
+    task_config = TASKS.get(method.task, f"method {method.name} task").Config
     stages_cls = dataclasses.make_dataclass(f"{_camel(method.name)}Stages", stage_fields)
     names = tuple(s.name for s in method.stages)
 
@@ -173,7 +200,8 @@ def config_class(method: "Method") -> type:
                 raise ConfigError("force_stages", f"unknown stage '{s}' (stages of {method.name}: {list(names)})")
 
     cls = dataclasses.make_dataclass(
-        f"{_camel(method.name)}Config", [("stages", stages_cls, field(default_factory=stages_cls))],
+        f"{_camel(method.name)}Config", [("stages", stages_cls, field(default_factory=stages_cls)),
+                                         ("task", task_config, field(default_factory=task_config))],
         bases=(RunConfig,), namespace={"validate": validate, "method": method.name})
     _CONFIG_CLASSES[method.name] = cls
     return cls

@@ -28,10 +28,31 @@ def ensure_benchmark(cfg) -> str:
     manifest = storage.join(out, "manifest.parquet")
     if storage.exists(manifest) and _has_split(manifest, cfg.data.val_split):
         return manifest
+    if b.kind != "sen12ms":
+        return _segmentation_benchmark(b, out, manifest)
     if not storage.exists(storage.join(out, "synthetic.json")):
         log.info("generating the benchmark (%d tiles per domain, %d px) in %s", b.tiles, b.size, out)
         generate(out, tiles=b.tiles, size=b.size, seed=b.seed, preset=b.preset, scene_size=b.scene_size)
     prepare("synthetic", out, manifest)
+    return manifest
+
+
+def _segmentation_benchmark(b, out: str, manifest: str) -> str:
+    """The generated segmentation benchmark (M3M-CR or WHU-OPT-SAR layout) and its manifest."""
+    from raypipe.data.prepare import prepare
+    from raypipe.synthetic.segmentation import METADATA_FILE, generate_segmentation
+
+    if b.kind == "m3m-cr":
+        sizes = {"tiles": b.tiles, "size": b.size, "scene_size": b.scene_size}
+    else:
+        sizes = {"scenes": b.scenes, "scene_height": b.scene_height, "scene_width": b.scene_width, "tile_size": b.size}
+    if not storage.exists(storage.join(out, METADATA_FILE)):
+        log.info("generating the %s-layout segmentation benchmark %s in %s", b.kind, sizes, out)
+        generate_segmentation(out, layout=b.kind, seed=b.seed, preset=b.preset, **sizes)
+    if b.kind == "m3m-cr":  # its masks are the simulator's truth (raypipe.data.datasets.m3mcr)
+        prepare("m3m-cr-generated", out, manifest)
+    else:
+        prepare(b.kind, out, manifest, tile_size=b.size)
     return manifest
 
 

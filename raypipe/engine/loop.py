@@ -32,7 +32,7 @@ def train_loop_per_worker(config: dict) -> None:
     # --- configuration --------------------------------------------------------------------------
     train = config["train"]  # the stage's TrainConfig
     objective = config["objective"]  # built and validated on the driver
-    task = build_task(config["task"], config["num_classes"], config["class_names"])
+    task = build_task(config["task"], config["num_classes"], config["class_names"], config.get("task_config"))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -95,24 +95,28 @@ def train_loop_per_worker(config: dict) -> None:
         train_time = time.perf_counter() - t0
 
         # --- validate on this worker's share of the val split, then all-reduce ------------------
-        acc, val_loss = validate_shard(model, val_shard, task, objective, teachers, collate,
-                                       with_loss=train.selection == "val_objective")
-        if world > 1:
-            acc = acc.all_reduce()
-            if val_loss is not None:
-                val_loss = all_reduce_mean(val_loss, device)
-        epoch_metrics = task.epoch_metrics(acc.result())
+        # (every train.val_every epochs and after the last one)
         metrics = {f"train/{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics.update({f"val/{k}": v for k, v in epoch_metrics.items()})
-        if val_loss is not None:
-            metrics["val/objective"] = val_loss
+        validated = (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs
+        if validated:
+            acc, val_loss = validate_shard(model, val_shard, task, objective, teachers, collate,
+                                           with_loss=train.selection == "val_objective")
+            if world > 1:
+                acc = acc.all_reduce()
+                if val_loss is not None:
+                    val_loss = all_reduce_mean(val_loss, device)
+            epoch_metrics = task.epoch_metrics(acc.result())
+            metrics.update({f"val/{k}": v for k, v in epoch_metrics.items()})
+            if val_loss is not None:
+                metrics["val/objective"] = val_loss
 
         # --- model selection on val (train.selection; "last" keeps the final epoch's model) ---------
-        if train.selection != "last":
-            score = epoch_metrics["oa"] if train.selection == "val_labels" else -val_loss
+        if train.selection != "last" and validated:
+            score = epoch_metrics[task.selection_metric] if train.selection == "val_labels" else -val_loss
             if best is None or score > best["score"]:
                 best = {"score": score, "epoch": epoch,
                         "model": {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}}
+        if best is not None:
             metrics.update({"selection/epoch": best["epoch"], "selection/score": best["score"]})
         metrics.update({"epoch": epoch, "start_epoch": start_epoch, "train/samples": seen * world,
                         "train/samples_per_s": seen * world / train_time, "train/epoch_s": train_time,
@@ -163,7 +167,17 @@ def train_step(objective, model: nn.Module, optimizers: dict, losses) -> torch.T
 def make_scheduler(optimizer, train):
     if train.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train.epochs)
+    if train.schedule == "step":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+            step_factor, start=train.step_start, every=train.step_every, gamma=train.step_gamma))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def step_factor(epoch: int, start: int, every: int, gamma: float) -> float:
+    """The ``step`` schedule's lr factor for an epoch (0-based): 1 before ``start``, then ``gamma`` more
+    at ``start`` and every ``every`` epochs after it (start 10, every 5, gamma 0.5: ×0.5 from epoch 10,
+    ×0.25 from 15, …)."""
+    return 1.0 if epoch < start else gamma ** ((epoch - start) // every + 1)
 
 
 def shuffle_seed(seed: int, epoch: int, rank: int) -> int:

@@ -87,7 +87,9 @@ class Row:
     label: str
     stage: str
     prefix: str = "target_test"
-    oracle: bool = False  # uses target labels: marked as such wherever it is shown
+    # uses information a real user lacks: True = target labels; a string names it (e.g. "cloud-free input");
+    # marked as such wherever the row is shown
+    oracle: bool | str = False
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,18 @@ def forward(model, batch: Mapping[str, Any], inputs: str) -> Any:
 
 
 def main_logits(out: Any) -> torch.Tensor:
-    """The logits a prediction is made from: a multi-modal model's fused head, else the output."""
-    return out.fused if hasattr(out, "fused") else out
+    """The logits a prediction is made from: a multi-modal model's fused head, a segmentation model's
+    ``logits`` (:class:`raypipe.models.unet.SegOutput`), else the output itself."""
+    if hasattr(out, "fused"):
+        return out.fused
+    return out.logits if hasattr(out, "logits") else out
 
 
 class Objective:
     Config: type = StageConfig
+    # Whether training reads the cloud mask / fraction: where those are the simulator's truth the stage is
+    # an oracle (an objective that never reads them says so, and is not marked).
+    uses_cloud_mask = True
 
     def __init__(self, config: Any, inputs: str, teachers: Mapping[str, str] | None = None):
         self.config = config  # this stage's config section (an instance of ``Config``)

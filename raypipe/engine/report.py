@@ -51,7 +51,9 @@ def oracle_mark(row, outcome) -> str:
     """`` [oracle: …]`` for a row that used information a real user lacks (target labels in training,
     selection by target val labels, the simulator's true cloud masks), else ``""``."""
     reasons = set(getattr(outcome, "oracle", ()) or ())
-    if row.oracle:
+    if isinstance(row.oracle, str) and row.oracle:
+        reasons.add(row.oracle)
+    elif row.oracle is True:
         reasons.add("labels")
     return f" [oracle: {', '.join(sorted(reasons))}]" if reasons else ""
 
@@ -97,15 +99,18 @@ class Console:
         now = time.perf_counter()
         done, total = int(m.get("epoch", 0)), int(m.get("epochs", 0))
         eta = (now - self._epoch_t0) * (total - done)  # the last epoch's duration (the first includes start-up)
-        val = m.get("val/oa")
-        val_s = f"  val OA {100 * val:5.1f} %" if isinstance(val, float) and val == val else ""
+        name, val = ("mIoU", m["val/miou"]) if "val/miou" in m else ("OA", m.get("val/oa"))
+        val_s = f"  val {name} {100 * val:5.1f} %" if isinstance(val, float) and val == val else ""
         self._print(f"      {plan.name} epoch {done:>3}/{total}  loss {m.get('train/loss', float('nan')):.4f}{val_s}"
                     f"  {m.get('train/samples_per_s', 0.0):6.1f} samples/s  ETA {_clock(eta)}")
         self._epoch_t0 = now
 
     def stage_done(self, outcome) -> None:
-        test = outcome.evaluations.get("target_test") or next(iter(outcome.evaluations.values()), None)
-        oa = f"; target test OA {100 * test['overall']['oa']:.1f} %" if test and test["overall"].get("oa") is not None else ""
+        prefix = "target_test" if "target_test" in outcome.evaluations else next(iter(outcome.evaluations), "")
+        test = outcome.evaluations.get(prefix)
+        metric = "miou" if test and "miou" in test["overall"] else "oa"
+        oa = (f"; {prefix.replace('_', ' ')} {'mIoU' if metric == 'miou' else 'OA'} {100 * test['overall'][metric]:.1f} %"
+              if test and test["overall"].get(metric) is not None else "")
         how = "reused run" if outcome.reused else "trained, run"
         self._print(f"      {outcome.name}: {how} {outcome.run_id[:12]} in {_clock(outcome.seconds)}{oa}")
 

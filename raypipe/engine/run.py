@@ -31,7 +31,7 @@ from raypipe.errors import ConfigError
 from raypipe.engine import runner
 from raypipe.engine.data import MethodData, build_data
 from raypipe.engine.method import Method, Stage, View, val_twin
-from raypipe.engine.report import Console, results_table
+from raypipe.engine.report import Console
 from raypipe.models import build_model, check_model_inputs
 from raypipe.models.factory import TWO_INPUT_KINDS
 from raypipe.tracking import Lineage, TrackedRun, stage_key
@@ -89,12 +89,14 @@ class StageContext:
     classes: list[str]
     task: str
     ray: Any
+    task_config: Any = None
 
     def predict(self, teacher: str) -> dict:
         """A teacher's batch-inference columns over this stage's training split, sorted by sample id."""
         t = self.teachers[teacher]
         return runner.predict(self.train_pipe, t["spec"], t["state"], t["inputs"], self.task, len(self.classes),
-                              self.ray.eval_concurrency, self.ray.use_gpu, where=self.ray.inference)
+                              self.ray.eval_concurrency, self.ray.use_gpu, where=self.ray.inference,
+                              task_config=self.task_config)
 
 
 # --- the loop ---------------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def run_method(method: Method, cfg, console: Console | None = None, *, only: Col
                             (fit_callbacks or {}).get(plan.name, ()))
             result.stages[plan.name] = outcome
             console.stage_done(outcome)
-        result.table = results_table(method, result.stages, evaluate_on)
+        result.table = task_of(method, cfg, data).table(method, result.stages, evaluate_on)
         parent.log_text(result.table, "results.txt")
         parent.log_dict({s: {"run_id": o.run_id, "key": o.key, "reused": o.reused, "evaluations": o.evaluations}
                          for s, o in result.stages.items()}, "results.json")
@@ -164,7 +166,7 @@ def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage, evaluat
                 oracle.add("selection")
             if getattr(objective, "uses_labels", False):
                 oracle.add("labels")
-        if train_pipe.oracle_masks:
+        if train_pipe.oracle_masks and getattr(objective, "uses_cloud_mask", True):
             oracle.add("masks")
         if section.from_run:
             lineage.check_run(section.from_run, f"{path}.from_run", stage.name)
@@ -228,7 +230,9 @@ def model_spec(model: dict, inputs: str, num_classes: int, bands: dict[str, int]
 def stage_definition(stage: Stage, section, spec: dict, cfg, task: str) -> dict:
     """What defines a stage's result: its key is a hash of this, its teachers' keys and the data hash."""
     knobs = {k: v for k, v in to_dict(section).items() if k not in ("model", "from_run")}
-    return {"objective": stage.objective, "inputs": stage.inputs, "task": task, "model": spec, "config": knobs,
+    task_config = to_dict(cfg.task)  # classification has none: its keys stay as they were
+    return {"objective": stage.objective, "inputs": stage.inputs, "task": task,
+            **({"task_config": task_config} if task_config else {}), "model": spec, "config": knobs,
             "train_view": _view(stage.train), "data": _data_key(cfg.data.pipeline),
             "splits": [cfg.data.train_split, cfg.data.val_split, cfg.data.test_split],
             "domains": [cfg.data.source_domain, cfg.data.target_domain]}
@@ -271,10 +275,12 @@ def reuse_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         todo = {p: plan.views[p] for p in missing if p not in evaluations}
         if todo:
             log.info("stage %s: evaluating reused run %s on %s", plan.name, existing, sorted(todo))
-            added = evaluate_stage(plan, method, cfg, data, ckpt["state_dict"], todo)
+            figures: dict = {}
+            added = evaluate_stage(plan, method, cfg, data, ckpt["state_dict"], todo, figures=figures)
             run = TrackedRun(lineage, existing)
             for prefix, res in added.items():
                 run.log_evaluation(res, prefix=prefix, class_names=data.classes)
+            log_figures(run, figures)
             evaluations.update(added)
     return StageOutcome(plan.name, existing, plan.key, True, evaluations, time.perf_counter() - t0, plan.oracle)
 
@@ -290,7 +296,7 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
     train_pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
     val_pipe = data.pipe(View(stage.train.domain, "val", stage.train.optical), sar=_needs_sar(method, stage))
     job = runner.StageJob(stage.name, plan.objective, plan.spec, plan.config.train, train_pipe, val_pipe, teachers,
-                          method.task, len(data.classes), data.classes)
+                          method.task, len(data.classes), data.classes, cfg.task)
     inputs = {t: done[t].run_id for t in stage.teachers}
     interrupted = lineage.find_interrupted_stage(stage.name, plan.key)  # its driver died, or it failed
     if interrupted:
@@ -300,17 +306,19 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         run.set_tags({"raypipe.oracle": ",".join(plan.oracle) or "none", "raypipe.selection": plan.config.train.selection,
                       "raypipe.cloud_source.train": "; ".join(plan.cloud_sources)})
         run.log_metrics(plan.objective.diagnostics(StageContext(plan, train_pipe, teachers, data.classes,
-                                                                method.task, cfg.ray)))
+                                                                method.task, cfg.ray, cfg.task)))
         t_fit = time.perf_counter()
         # The Ray Train run is named after the MLflow run: a continued (interrupted) run restores its
         # latest checkpoint; a forced retrain is a new MLflow run, so it trains afresh.
         state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}-{run.run_id[:8]}",
                               run.handle, on_epoch=lambda m: console.epoch(plan, m), callbacks=list(callbacks))
         t_eval = time.perf_counter()
-        evaluations = evaluate_stage(plan, method, cfg, data, state)
+        figures: dict = {}
+        evaluations = evaluate_stage(plan, method, cfg, data, state, figures=figures)
         t_log = time.perf_counter()
         for prefix, res in evaluations.items():
             run.log_evaluation(res, prefix=prefix, class_names=data.classes)
+        log_figures(run, figures)
         run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": method.task,
                                                     "evaluations": evaluations, "classes": data.classes})
         counts = {"samples_in": train_pipe.samples_in, "quarantined": len(train_pipe.quarantined()),
@@ -326,16 +334,39 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
 
 # --- 3. evaluate ----------------------------------------------------------------------------------------
 
-def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state: dict,
-                   views: dict | None = None) -> dict:
-    """Evaluation by Ray Data batch inference on the plan's views (or ``views``)."""
+def task_of(method: Method, cfg, data: MethodData):
     from raypipe.engine.task import build_task
 
-    task = build_task(method.task, len(data.classes), data.classes)
+    return build_task(method.task, len(data.classes), data.classes, cfg.task)
+
+
+def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state: dict,
+                   views: dict | None = None, figures: dict | None = None) -> dict:
+    """Evaluation by Ray Data batch inference on the plan's views (or ``views``); the task's figures
+    (``{prefix: {file: png bytes}}``) go into ``figures`` when it is given."""
+    task = task_of(method, cfg, data)
     out = {}
     for prefix, view in (plan.views if views is None else views).items():
         pipe = data.pipe(view, sar=plan.stage.inputs != "optical")
         columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, method.task, len(data.classes),
-                                 cfg.ray.eval_concurrency, cfg.ray.use_gpu, where=cfg.ray.inference)
+                                 cfg.ray.eval_concurrency, cfg.ray.use_gpu, where=cfg.ray.inference,
+                                 task_config=cfg.task)
         out[prefix] = task.evaluate(columns)
+        if figures is not None:
+            figures[prefix] = task.figures(columns)
     return out
+
+
+def log_figures(run, figures: dict) -> None:
+    """Log ``{prefix: {file: png bytes}}`` as ``eval/<prefix>/<file>`` artifacts of ``run``."""
+    import os
+    import tempfile
+
+    for prefix, files in figures.items():
+        if not files:
+            continue
+        with tempfile.TemporaryDirectory(prefix="raypipe-fig-") as tmp:
+            for name, data in files.items():
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(data)
+            run.client.log_artifacts(run.run_id, tmp, f"eval/{prefix}")

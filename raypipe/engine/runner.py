@@ -40,6 +40,7 @@ class StageJob:
     task: str
     num_classes: int
     class_names: list[str]
+    task_config: Any = None  # the task's settings (e.g. segmentation's sliding window)
 
 
 def storage_args(storage_path: str) -> dict:
@@ -86,7 +87,7 @@ def precompute_teachers(job: StageJob, ray_cfg: RayConfig, pipe: TilePipeline):
     table: dict = {}
     for name, t in job.teachers.items():
         out = predict(pipe, t["spec"], t["state"], t["inputs"], job.task, job.num_classes,
-                      ray_cfg.eval_concurrency, ray_cfg.use_gpu, where=ray_cfg.inference)
+                      ray_cfg.eval_concurrency, ray_cfg.use_gpu, where=ray_cfg.inference, task_config=job.task_config)
         if "index" not in table:
             table["index"] = {sid: i for i, sid in enumerate(out["sample_id"])}
             table["sample_id"] = out["sample_id"]
@@ -124,6 +125,7 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
     progress = _Progress(on_epoch) if on_epoch else None
     config = {
         "objective": job.objective, "model_spec": job.model_spec, "train": job.train, "task": job.task,
+        "task_config": job.task_config,
         "teachers": teachers, "num_classes": job.num_classes, "class_names": job.class_names,
         "run_handle": run_handle, "progress": progress.queue if progress else None,
         "fail_marker": os.path.join(marker_dir, f"{run_name}.failed-once"),
@@ -214,11 +216,11 @@ class _Progress:
 class _Predictor:
     """Ray Data batch-inference actor: loads a model once, predicts every batch it is given."""
 
-    def __init__(self, spec: dict, state_ref, inputs: str, task: str, num_classes: int):
+    def __init__(self, spec: dict, state_ref, inputs: str, task: str, num_classes: int, task_config=None):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_frozen({"spec": spec, "state": state_ref}, self.device)
         self.inputs = inputs
-        self.task = build_task(task, num_classes)
+        self.task = build_task(task, num_classes, config=task_config)
 
     def __call__(self, batch: dict) -> dict:
         tensors = to_torch(batch, self.device)
@@ -242,18 +244,18 @@ def inference_on(where: str, use_gpu: bool, samples: int) -> str:
 
 def predict(pipe: TilePipeline, spec: dict, state: dict, inputs: str, task: str = "classification",
             num_classes: int | None = None, concurrency: int = 1, use_gpu: bool = False,
-            batch_size: int = 64, where: str = "auto") -> dict[str, np.ndarray]:
+            batch_size: int = 64, where: str = "auto", task_config=None) -> dict[str, np.ndarray]:
     """Batch inference over a pipeline; arrays sorted by sample id. Tiles are decoded by Ray Data
     tasks either way; the model runs in an actor pool (GPUs when asked) or, ``where="driver"`` (and
     ``auto`` for small CPU runs, :func:`inference_on`), in this process."""
     num_classes = num_classes or spec.get("num_classes") or len(pipe.classes)
     if inference_on(where, use_gpu, len(pipe.frame)) == "driver":
-        predictor = _Predictor(spec, state, inputs, task, num_classes)
+        predictor = _Predictor(spec, state, inputs, task, num_classes, task_config)
         parts = [predictor(b) for b in pipe.iter_batches(batch_size=batch_size)]
     else:
         ds = pipe.dataset().map_batches(
             _Predictor, fn_constructor_kwargs={"spec": spec, "state_ref": ray.put(state), "inputs": inputs,
-                                               "task": task, "num_classes": num_classes},
+                                               "task": task, "num_classes": num_classes, "task_config": task_config},
             batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_gpus=1 if use_gpu else 0)
         parts = list(iter_unwrapped(ds.iter_batches(batch_size=None, batch_format="numpy")))

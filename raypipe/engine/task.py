@@ -11,7 +11,14 @@ The loop and the evaluator know nothing about classes or pixels; they ask the ta
   Ray Train workers and ``result()``;
 * ``epoch_metrics(result)``: the few numbers logged per epoch (``oa``, ``<bucket>/oa``);
 * ``inference_columns(output, batch)``: the columns batch inference keeps per sample;
-* ``evaluate(columns)``: the final evaluation (overall and per cloud bucket) that MLflow and tables show.
+* ``evaluate(columns)``: the final evaluation (overall and per cloud bucket) that MLflow and tables show;
+* ``figures(columns)``: PNGs logged beside an evaluation (``{file name: bytes}``; none by default);
+* ``table(method, stages, split)``: the results table printed and logged at the end of a run;
+* ``selection_metric``: the per-epoch val metric ``train.selection: val_labels`` maximises.
+
+A task's own settings are its ``Config`` (a dataclass; the method configuration's ``task`` section, e.g.
+``task.window`` for segmentation's sliding window). Segmentation lives in
+:mod:`raypipe.engine.segmentation`.
 
 Cloud buckets always use ``bucket_fraction``, the best mask the data has (simulator truth on the
 generated benchmark, the dataset's masks on M3M-CR), never the training-time ``cloud_fraction`` a
@@ -20,6 +27,7 @@ method may read (a detector's, by default).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,13 +38,24 @@ from raypipe.engine.registry import TASKS
 from raypipe.metrics import CLOUD_BUCKETS, ConfusionAccumulator, evaluate
 
 
+@dataclass
+class NoTaskConfig:
+    """A task without settings of its own."""
+
+
 class Task:
     name = ""
     label_key = "label"
+    Config: type = NoTaskConfig
+    selection_metric = "oa"
 
-    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None):
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None, config: Any = None):
         self.num_classes = num_classes
         self.class_names = list(class_names or [])
+        self.config = config
+
+    def figures(self, columns: Mapping[str, np.ndarray]) -> dict[str, bytes]:
+        return {}
 
     def infer(self, model, batch: Mapping[str, Any], inputs: str) -> Any:
         return forward(model, batch, inputs)
@@ -74,6 +93,11 @@ class ClassificationTask(Task):
         result = evaluate(columns["pred"], columns["label"], fraction, self.num_classes, self.class_names)
         result["coverage"] = coverage_bins(columns["pred"], columns["label"], fraction)
         return result
+
+    def table(self, method, stages: Mapping, split: str = "test") -> str:
+        from raypipe.engine.report import results_table
+
+        return results_table(method, stages, split)
 
 
 COVERAGE_BINS = 10
@@ -115,9 +139,18 @@ def _buckets_of(batch: Mapping[str, Any]):
     return batch["bucket_fraction"] if "bucket_fraction" in batch else batch["cloud_fraction"]
 
 
-def build_task(name: str, num_classes: int, class_names: Sequence[str] | None = None) -> Task:
-    return TASKS.get(name, "task")(num_classes, class_names)
+def build_task(name: str, num_classes: int, class_names: Sequence[str] | None = None, config: Any = None) -> Task:
+    """The task ``name`` (``config``: its ``Config`` instance, or a dict of its fields; None = defaults)."""
+    cls = TASKS.get(name, "task")
+    if isinstance(config, Mapping):
+        from raypipe.config import from_dict
+
+        config = from_dict(cls.Config, dict(config), "task")
+    return cls(num_classes, class_names, config)
 
 
 def _num(x) -> float:
     return float("nan") if x is None else float(x)
+
+
+from raypipe.engine import segmentation as _segmentation  # noqa: E402,F401  (registers "segmentation")

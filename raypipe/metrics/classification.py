@@ -246,25 +246,29 @@ def to_mlflow_metrics(result: dict[str, Any], prefix: str = "", per_class: bool 
     """Flatten an ``evaluate`` result: ``oa, aa, macro_f1, kappa, n, n_absent_classes``, then
     ``recall/<class>``, ``precision/<class>``, ``f1/<class>`` if ``per_class``, and the same under
     ``<bucket>/`` (``clear/oa``, ``cloudy/n`` ...). Undefined (None) metrics are left out; ``n`` is
-    always present. ``prefix`` (e.g. ``"test/"``) is prepended to every key."""
+    always present. ``prefix`` (e.g. ``"test/"``) is prepended to every key. Segmentation results
+    (:mod:`raypipe.metrics.segmentation`) add ``miou`` and ``iou/<class>`` per scope and their pixel
+    scopes under ``pixels/clear/`` and ``pixels/cloudy/``."""
     out: dict[str, float] = {}
 
     def put(scope: str, m: dict[str, Any]) -> None:
         out[f"{prefix}{scope}n"] = float(m["n"])
-        for k in METRIC_KEYS:
-            if m[k] is not None:
+        for k in (*METRIC_KEYS, "miou"):  # miou: segmentation results (raypipe.metrics.segmentation)
+            if m.get(k) is not None:
                 out[f"{prefix}{scope}{k}"] = float(m[k])
         if m["n"] > 0:
             out[f"{prefix}{scope}n_absent_classes"] = float(len(m["absent_classes"]))
         if per_class:
             for name, pc in m["per_class"].items():
-                for k in ("recall", "precision", "f1"):
-                    if pc[k] is not None:
+                for k in ("recall", "precision", "f1", "iou"):
+                    if pc.get(k) is not None:
                         out[f"{prefix}{scope}{k}/{_key(name)}"] = float(pc[k])
 
     put("", result["overall"])
     for bucket, m in result.get("buckets", {}).items():
         put(f"{bucket}/", m)
+    for scope, m in result.get("pixels", {}).items():  # segmentation: cloud-free / cloudy pixels
+        put(f"pixels/{scope}/", m)
     return out
 
 

@@ -44,6 +44,7 @@ github.com/zhu-xlab/M3R-CR (``M3M-CR/``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 
@@ -112,3 +113,8 @@ M3M_CR = register(M3MCR(
     "m3m-cr", "segmentation", optical_bands=B.PLANET_BANDS, optical_dtypes=("uint16",), optical_scale=10000.0,
     sar_bands=B.S1_BANDS, sar_dtypes=("float32", "float64"), classes=CLOUDSEG_CLASSES, aux_grid=0.3,
     sar_stats=BandStats(B.S1_BANDS, B.SEN12MS_S1_MEAN, B.SEN12MS_S1_STD), sar_range=(-25.0, 0.0)))
+
+# The generated benchmark in the M3M-CR layout (raypipe.synthetic.segmentation): the same files, but its
+# masks are the cloud simulator's own, i.e. ground truth, which a user of real imagery never has: training
+# on them is marked oracle (evaluation splits pixels by them, as on real M3M-CR).
+M3M_CR_GENERATED = register(dataclasses.replace(M3M_CR, name="m3m-cr-generated", masks_are_truth=True))
