@@ -43,12 +43,12 @@ def _segmentation_benchmark(b, out: str, manifest: str) -> str:
     from raypipe.synthetic.segmentation import METADATA_FILE, generate_segmentation
 
     if b.kind == "m3m-cr":
-        sizes = {"tiles": b.tiles, "size": b.size, "scene_size": b.scene_size}
+        sizes = {"tiles": b.tiles, "size": b.size, "scene_size": b.scene_size, "preset": b.preset}
     else:
         sizes = {"scenes": b.scenes, "scene_height": b.scene_height, "scene_width": b.scene_width, "tile_size": b.size}
     if not storage.exists(storage.join(out, METADATA_FILE)):
         log.info("generating the %s-layout segmentation benchmark %s in %s", b.kind, sizes, out)
-        generate_segmentation(out, layout=b.kind, seed=b.seed, preset=b.preset, **sizes)
+        generate_segmentation(out, layout=b.kind, seed=b.seed, **sizes)  # WHU: clouds come from the pipeline
     if b.kind == "m3m-cr":  # its masks are the simulator's truth (raypipe.data.datasets.m3mcr)
         prepare("m3m-cr-generated", out, manifest)
     else:
