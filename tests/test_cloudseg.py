@@ -2,6 +2,7 @@
 real M3M-CR sample tiles go through every reader and the student's sliding-window evaluation."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,85 @@ def test_real_m3mcr_tile_through_the_students_sliding_window_evaluation(real_dat
     assert result["pixels"]["cloudy"]["n"] == int((labelled & near).sum())
     assert result["pixels"]["clear"]["n"] == int((labelled & ~near).sum())
     assert result["overall"]["miou"] is not None and 0 <= result["overall"]["miou"] <= 1
+
+
+# --- the method on the engine ------------------------------------------------------------------------
+
+TINY_TRAIN = {"epochs": 2, "batch_size": 8, "val_every": 2}
+
+
+def _tiny_cfg(tmp):
+    from raypipe.engine import resolve
+    from raypipe.methods import get_method
+
+    method = get_method("cloudseg")
+    extra = {"data": {"benchmark": {"out": str(tmp / "m3m"), "tiles": 60, "size": 60, "scene_size": 4}},
+             "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db"}, "ray": {"storage_path": str(tmp / "runs")},
+             "task": {"window": 40, "stride": 20}, "stages": {s.name: {"train": TINY_TRAIN} for s in method.stages}}
+    return method, resolve(method, extra=extra, overrides=["data.pipeline.augment.crop=40"])
+
+
+def test_teacher_and_student_on_the_engine_then_reused(tmp_path, ray_session):
+    import mlflow
+
+    from raypipe.engine.run import run_method
+
+    method, cfg = _tiny_cfg(tmp_path)
+    first = run_method(method, cfg, only={"teacher", "student"})
+    assert not any(o.reused for o in first.stages.values())
+    student = first.stages["student"]
+    res = student.evaluations["cloudy_test"]
+    n = res["overall"]["n"]
+    assert n == res["pixels"]["clear"]["n"] + res["pixels"]["cloudy"]["n"] > 0
+    assert res["pixels"]["cloudy"]["n"] > 0 and res["overall"]["miou"] is not None
+    assert n == sum(res["buckets"][b]["n"] for b in ("clear", "partly", "cloudy"))
+    # the generated benchmark's masks are the simulator's: the student reads them (oracle), the teacher does not
+    assert "masks" in student.oracle and "masks" not in first.stages["teacher"].oracle
+    assert "[oracle: cloud-free input]" in first.table and "CloudSeg student" in first.table
+    client = mlflow.tracking.MlflowClient(cfg.tracking.uri)
+    files = [a.path for a in client.list_artifacts(student.run_id, "eval/cloudy_test")]
+    assert "eval/cloudy_test/examples.png" in files
+    metrics = client.get_run(student.run_id).data.metrics
+    assert metrics["cloudy_test/pixels/cloudy/n"] == res["pixels"]["cloudy"]["n"] and "cloudy_test/miou" in metrics
+    assert "train/kd" in metrics and "train/cr" in metrics
+
+    again = run_method(method, cfg, only={"teacher", "student"})
+    assert all(o.reused for o in again.stages.values())
+    assert again.stages["student"].run_id == student.run_id
+
+
+def test_whu_layout_student_view_simulates_clouds_on_the_clear_acquisition(tmp_path, ray_session):
+    """WHU-OPT-SAR has one (clear) acquisition: with clouds.mode=simulate the student's "both" view gets the
+    simulated cloudy image as optical and the scene's own pixels as optical_clear, equal outside the mask."""
+    from raypipe.data.manifest import read_manifest
+    from raypipe.data.pipeline import DataConfig, TilePipeline
+    from raypipe.data.prepare import prepare
+    from raypipe.synthetic.segmentation import generate_segmentation
+
+    root = tmp_path / "whu"
+    generate_segmentation(str(root), layout="whu-opt-sar", scenes=5, scene_height=100, scene_width=100, tile_size=50)
+    prepare("whu-opt-sar", str(root), str(tmp_path / "w.parquet"), tile_size=50)
+    frame = read_manifest(str(tmp_path / "w.parquet"))
+    cfg = from_dict(DataConfig, {"optical": "both", "clouds": {"mode": "simulate", "preset": "thick"}}, "data")
+    out = TilePipeline(cfg, frame=frame).read_rows()
+    mask = out["cloud_mask"].astype(bool)
+    assert out["optical"].shape == out["optical_clear"].shape == (len(frame), 4, 50, 50)
+    assert out["sar"].shape == (len(frame), 1, 50, 50) and out["label_map"].shape == (len(frame), 50, 50)
+    assert 0 < mask.mean() < 1
+    diff = np.abs(out["optical"] - out["optical_clear"]).max(axis=1)
+    assert diff[mask].mean() > 10 * max(diff[~mask].mean(), 1e-6)  # clouds inside the mask, (almost) none outside
+    # the clear acquisition is the scene itself: GF-1 uint8 / 255
+    row = frame.iloc[0]
+    with rasterio.open(row["optical_uri"]) as src:
+        raw = src.read(window=((int(row["row"]), int(row["row"]) + 50), (int(row["col"]), int(row["col"]) + 50)))
+    i = int(np.flatnonzero(out["sample_id"] == row["sample_id"])[0])
+    np.testing.assert_allclose(out["optical_clear"][i], raw / 255.0, atol=1e-6)
+
+
+def test_a_cloudseg_sweep_optimises_the_students_val_miou():
+    from raypipe.tune.space import load_space
+    from raypipe.tune.sweep import Sweep
+
+    sweep = Sweep.build("cloudseg", load_space(str(Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "cloudseg_student.yaml")), metric="val_labels")
+    assert sweep.objective_stage == "student"
+    assert sweep.objective_prefix == "cloudy_val" and sweep.metric_key == "val/miou"

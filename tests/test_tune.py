@@ -89,7 +89,8 @@ def test_tied_paths_take_the_drawn_value_and_overrides_parse_back_to_the_same_va
 
 def test_every_shipped_space_is_valid_for_its_method():
     for path in sorted(glob.glob(str(REPO / "configs" / "sweeps" / "*.yaml"))):
-        method = "kd_s" if os.path.basename(path).startswith("kd_s") else "mtts"
+        name = os.path.basename(path)
+        method = next((m for m in ("kd_s", "cloudseg") if name.startswith(m)), "mtts")
         Sweep.build(method, load_space(path))
 
 

@@ -102,6 +102,7 @@ class Method:
     task: str = "classification"
     experiment: str = ""  # MLflow experiment ("" = tracking.experiment's default)
     default_note: str = ""  # one line: what the embedded default configuration is (printed by jobs/run.py)
+    main_stage: str = ""  # the stage a sweep optimises by default ("" = the last table row's)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -115,6 +116,8 @@ class Method:
                     raise ValueError(f"method {self.name}: stage '{s.name}' learns from '{t}', "
                                      f"which is not an earlier stage")
             seen.add(s.name)
+        if self.main_stage and self.main_stage not in seen:
+            raise ValueError(f"method {self.name}: main_stage '{self.main_stage}' is not one of its stages")
         for row in self.table:
             if row.stage not in seen:
                 raise ValueError(f"method {self.name}: table row '{row.label}' names unknown stage '{row.stage}'")

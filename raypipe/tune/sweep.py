@@ -98,7 +98,8 @@ class Sweep:
                 raise ConfigError("--search", "optuna is not installed: pip install 'raypipe[optuna]' "
                                               "(or use --search random|grid)") from None
         space.tune_space(sweep.search)  # grid search over continuous values fails here
-        row = method.table[-1] if method.table else None
+        rows = [r for r in method.table if not method.main_stage or r.stage == method.main_stage]
+        row = rows[-1] if rows else None
         sweep.objective_stage = row.stage if row else method.stages[-1].name
         test_prefix = row.prefix if row else next(iter(method.stage(sweep.objective_stage).evaluate))
         sweep.objective_prefix = val_twin(test_prefix) if test_prefix.endswith("_test") else test_prefix
@@ -116,8 +117,15 @@ class Sweep:
         return self.metric == "val_labels"
 
     @property
+    def task_metric(self) -> str:
+        """The val metric ``val_labels`` maximises: the method's task's (OA for scenes, mIoU for segmentation)."""
+        from raypipe.engine.task import TASKS
+
+        return TASKS.get(self.method_obj().task, "task").selection_metric
+
+    @property
     def metric_key(self) -> str:
-        return METRICS[self.metric][0]
+        return f"val/{self.task_metric}" if self.metric == "val_labels" else METRICS[self.metric][0]
 
     @property
     def mode(self) -> str:
@@ -218,11 +226,12 @@ def trial_fn(config: dict, sweep: Sweep) -> None:
 
 
 def trial_value(sweep: Sweep, result) -> float:
-    """The trial's metric for its selected model: val OA from its val evaluation (``val_labels``), or
+    """The trial's metric for its selected model: val OA (mIoU for segmentation) from its val evaluation
+    (``val_labels``), or
     the best val loss of its selection (``val_objective``: ``-selection/score``)."""
     outcome = result.stages[sweep.objective_stage]
     if sweep.metric == "val_labels":
-        return float(outcome.evaluations[sweep.objective_prefix]["overall"]["oa"])
+        return float(outcome.evaluations[sweep.objective_prefix]["overall"][sweep.task_metric])
     from mlflow import MlflowClient
 
     run = MlflowClient(result.tracking_uri).get_run(outcome.run_id)

@@ -38,11 +38,11 @@ TRAIN_CLOUDY = View("source", "train", "cloudy")
 TRAIN_PAIR = View("source", "train", "both")
 TEST_CLOUDY = View("source", "test", "cloudy")
 TEST_CLEAR = View("source", "test", "clear")
-EVAL = {"test": TEST_CLOUDY}
+EVAL = {"cloudy_test": TEST_CLOUDY}
 
 STAGES = (
     Stage("teacher", objective="seg_supervised", inputs="both", train=TRAIN_CLEAR,
-          evaluate={"test": TEST_CLOUDY, "test_cloudfree": TEST_CLEAR},
+          evaluate={"cloudy_test": TEST_CLOUDY, "cloudfree_test": TEST_CLEAR},
           description="three-stream teacher on cloud-free optical + SAR"),
     Stage("student", objective="cloudseg_student", inputs="both", train=TRAIN_PAIR, teachers=("teacher",),
           evaluate=EVAL, description="student on cloudy optical + SAR, hint from the teacher, cloud removal"),
@@ -90,14 +90,15 @@ METHOD = Method(
     stages=STAGES,
     defaults=DEFAULTS,
     task="segmentation",
+    main_stage="student",
     table=(
-        Row("teacher on cloud-free optical + SAR", "teacher", "test_cloudfree", oracle="cloud-free input"),
-        Row("teacher on cloudy optical + SAR", "teacher", "test"),
-        Row("CloudSeg student (cloudy optical + SAR)", "student", "test"),
-        Row("three-stream, trained on cloudy (no KD)", "ref_three_stream", "test"),
-        Row("early-fusion U-Net (cloudy opt + SAR)", "ref_early_fusion", "test"),
-        Row("optical-only U-Net (cloudy optical)", "ref_optical", "test"),
-        Row("SAR-only U-Net", "ref_sar", "test"),
+        Row("teacher on cloud-free optical + SAR", "teacher", "cloudfree_test", oracle="cloud-free input"),
+        Row("teacher on cloudy optical + SAR", "teacher", "cloudy_test"),
+        Row("CloudSeg student (cloudy optical + SAR)", "student", "cloudy_test"),
+        Row("three-stream, trained on cloudy (no KD)", "ref_three_stream", "cloudy_test"),
+        Row("early-fusion U-Net (cloudy opt + SAR)", "ref_early_fusion", "cloudy_test"),
+        Row("optical-only U-Net (cloudy optical)", "ref_optical", "cloudy_test"),
+        Row("SAR-only U-Net", "ref_sar", "cloudy_test"),
     ),
     default_note="generated M3M-CR-layout benchmark (240 tiles of 100 px), MiT-tiny, 14 epochs, 60 px crops",
 )
