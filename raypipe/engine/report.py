@@ -20,9 +20,9 @@ def _pct(x) -> str:
     return f"{100 * x:6.1f}" if x is not None else "   n/a"
 
 
-def results_table(method: "Method", stages: Mapping, split: str = "test") -> str:
-    """Accuracy (%) per table row of the method, overall and per cloud bucket, with bucket sizes
-    (``split="val"``: the rows' val twins, ``…_val`` for ``…_test``, as a sweep's trials evaluate)."""
+def table_rows(method: "Method", stages: Mapping, split: str = "test") -> tuple[list, dict]:
+    """The method's table rows that have a result (``split="val"``: their val twins, ``…_val`` for
+    ``…_test``), and each row's label with its oracle mark."""
     rows = list(method.table)
     if split == "val":
         from dataclasses import replace
@@ -31,7 +31,13 @@ def results_table(method: "Method", stages: Mapping, split: str = "test") -> str
 
         rows = [replace(r, prefix=val_twin(r.prefix)) if r.prefix.endswith("_test") else r for r in rows]
     rows = [r for r in rows if r.stage in stages and r.prefix in stages[r.stage].evaluations]
-    labels = {r: r.label + oracle_mark(r, stages[r.stage]) for r in rows}
+    return rows, {r: r.label + oracle_mark(r, stages[r.stage]) for r in rows}
+
+
+def results_table(method: "Method", stages: Mapping, split: str = "test") -> str:
+    """Accuracy (%) per table row of the method, overall and per cloud bucket, with bucket sizes
+    (``split="val"``: the rows' val twins, ``…_val`` for ``…_test``, as a sweep's trials evaluate)."""
+    rows, labels = table_rows(method, stages, split)
     width = max([38, *(len(v) for v in labels.values())])
     head = (f"{'model':<{width}} {'OA':>6} {'AA':>6} {'F1':>6} {'kappa':>6} {'clear':>6} {'partly':>6} {'cloudy':>6}"
             f"  {'n clear/partly/cloudy':>22}")

@@ -216,16 +216,9 @@ def _pct(x) -> str:
 def segmentation_table(method, stages: Mapping, split: str = "test") -> str:
     """mIoU / OA / mean accuracy (%) per table row, for all, cloud-free and cloudy pixels, and mIoU per
     tile cloud bucket, with pixel and tile counts."""
-    from dataclasses import replace
+    from raypipe.engine.report import table_rows
 
-    from raypipe.engine.method import val_twin
-    from raypipe.engine.report import oracle_mark
-
-    rows = list(method.table)
-    if split == "val":
-        rows = [replace(r, prefix=val_twin(r.prefix)) if r.prefix.endswith("_test") else r for r in rows]
-    rows = [r for r in rows if r.stage in stages and r.prefix in stages[r.stage].evaluations]
-    labels = {r: r.label + oracle_mark(r, stages[r.stage]) for r in rows}
+    rows, labels = table_rows(method, stages, split)
     width = max([34, *(len(v) for v in labels.values())])
     head = (f"{'model':<{width}} {'mIoU':>6} {'OA':>6} {'mAcc':>6} | {'clear px':>8} {'':>6} | {'cloudy px':>9} {'':>5}"
             f" | {'mIoU by tile: clear':>19} {'partly':>6} {'cloudy':>6}")
@@ -279,7 +272,7 @@ def examples_png(columns: Mapping[str, np.ndarray], picks, class_names, num_clas
 
     names = list(class_names or range(num_classes))
     fig.legend(handles=[Patch(color=pal[i] / 255.0, label=str(n)) for i, n in enumerate(names)]
-               + [Patch(color=(1, 1, 1), label="ignore")], loc="lower center", ncol=min(len(names) + 1, 5), fontsize=7)
+               + [Patch(facecolor=(1, 1, 1), edgecolor=(0, 0, 0), label="ignore")], loc="lower center", ncol=min(len(names) + 1, 5), fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
