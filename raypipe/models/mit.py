@@ -202,7 +202,24 @@ class MiTBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), h, w))
 
 
-class MiT(nn.Module):
+class StagedEncoder(nn.Module):
+    """An encoder of numbered stages (``stage_ids``, ``forward_stage(i, x)``); ``forward(x)`` runs the
+    stages it holds in order and returns their feature maps (4 for a full encoder, strides 4, 8, 16, 32)."""
+
+    stage_ids: tuple[int, ...]
+
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i in self.stage_ids:
+            x = self.forward_stage(i, x)
+            feats.append(x)
+        return feats
+
+
+class MiT(StagedEncoder):
     """Mix Transformer encoder.
 
     Args:
@@ -274,14 +291,6 @@ class MiT(nn.Module):
             x = blk(x, h, w)
         x = getattr(self, f"norm{i}")(x)
         return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The feature maps of the stages held (4 for a full encoder), strides 4, 8, 16, 32."""
-        feats = []
-        for i in self.stage_ids:
-            x = self.forward_stage(i, x)
-            feats.append(x)
-        return feats
 
     def extra_repr(self) -> str:
         return (f"variant={self.variant!r}, in_channels={self.in_channels}, widths={self.widths}, "

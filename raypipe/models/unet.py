@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raypipe.models.mit import MIT_VARIANTS, MiT, load_pretrained
+from raypipe.models.mit import MIT_VARIANTS, MiT, StagedEncoder, load_pretrained
 from raypipe.models.resnet import RESNET_DEPTHS, RESNET_NORMS, ResNet, make_norm
 
 __all__ = ["SegOutput", "UNetDecoder", "ResNetEncoder", "SegNet", "EarlyFusionSegNet", "build_encoder",
@@ -69,7 +69,7 @@ def default_decoder_channels(encoder: Mapping[str, Any] | None) -> tuple[int, ..
     return PUBLISHED_DECODER_CHANNELS
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(StagedEncoder):
     """raypipe's :class:`~raypipe.models.resnet.ResNet` (standard stem) as a 4-stage encoder.
 
     Stage 1 is the stem (7x7/2 conv + max-pool) and ``layer1`` (stride 4); stages 2..4 are
@@ -109,13 +109,6 @@ class ResNetEncoder(nn.Module):
         if i == 1:
             x = self.stem(x)
         return getattr(self, f"layer{i}")(x)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for i in self.stage_ids:
-            x = self.forward_stage(i, x)
-            feats.append(x)
-        return feats
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, width={self.width}, widths={self.widths}, first_stage={self.first_stage}"
