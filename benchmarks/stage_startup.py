@@ -6,8 +6,11 @@ reads its poll interval from the environment it starts in), rotated over ``--rou
 * ``before``: the settings of 2026-12-01: streaming every pass from storage (``data.pipeline.cache:
   off``), evaluation in a Ray Data actor pool (``ray.inference: actors``), the controller polling
   every 2 s (Ray's default);
-* ``after``: today's defaults: the decoded-split cache, driver-side inference for small CPU splits,
-  the 0.5 s poll that ``jobs/run.py`` sets for the Ray instance it starts.
+* ``after``: the decoded-split cache, driver-side inference for small CPU splits, the 0.5 s poll that
+  ``jobs/run.py`` sets for the Ray instance it starts, the training loop in a Ray Train worker group
+  (``ray.training: workers``: the default of 2026-12-02 to 2026-12-07);
+* ``driver``: the same, with the training loop in the calling process (``ray.training: driver``, Ray
+  Train's local mode: what ``auto`` picks for one CPU worker on one node, today's default).
 
 Each child trains ``--stages`` one-epoch stages and one three-epoch stage of the same tiny job
 (a 40-tile generated benchmark, 16 px, a ResNet-10 of width 4: the compute is negligible), and
@@ -32,8 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import emit, repeat_rotating, run_info  # noqa: E402
 
 MODES = {
-    "before": {"cache": "off", "inference": "actors", "env": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}},
-    "after": {"cache": "auto", "inference": "auto", "env": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}},
+    "before": {"cache": "off", "inference": "actors", "training": "workers", "env": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}},
+    "after": {"cache": "auto", "inference": "auto", "training": "workers",
+              "env": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}},
+    "driver": {"cache": "auto", "inference": "auto", "training": "driver",
+               "env": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}},
 }
 SPEC = {"kind": "resnet", "depth": 10, "width": 4, "stem": "small", "norm": "group",
         "in_channels": 10, "num_classes": 10}
@@ -66,7 +72,7 @@ def child(mode: str, work: Path, stages: int) -> dict:
 
     train_pipe, val_pipe = pipe("train"), pipe("val")  # shared by the stages, as a method's views are
     ray_cfg = RayConfig(num_workers=1, storage_path=str(work / f"runs-{mode}-{time.time_ns()}"),
-                        inference=m["inference"])
+                        inference=m["inference"], training=m["training"])
     rows = []
     for i in range(stages + 1):
         epochs = 3 if i == stages else 1
@@ -119,6 +125,8 @@ def main() -> None:
         figures[mode] = {k: round(sorted(r[k] for r in rs)[len(rs) // 2], 2)
                          for k in ("fixed_s", "fit_1_epoch_s", "evaluate_s", "per_epoch_s", "ray_init_s")}
     figures["fixed_after_over_before"] = round(figures["after"]["fixed_s"] / figures["before"]["fixed_s"], 3)
+    figures["fixed_driver_over_after"] = round(figures["driver"]["fixed_s"] / figures["after"]["fixed_s"], 3)
+    figures["fixed_driver_over_before"] = round(figures["driver"]["fixed_s"] / figures["before"]["fixed_s"], 3)
     emit({"benchmark": "stage_startup", "figures": figures, "runs": runs, "run": run_info()}, args.json or None)
 
 

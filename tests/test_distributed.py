@@ -114,3 +114,59 @@ def test_deterministic_runs_repeat_exactly_and_shuffling_reorders(tmp_path, ray_
         assert torch.equal(a[name], b[name]), f"{name} differs between two deterministic runs"
     unshuffled, _ = fit(replace(job, train=replace(train, shuffle_buffer=0)), ray_cfg, "det-unshuffled")
     assert any(not torch.equal(a[n], unshuffled[n]) for n in a if a[n].is_floating_point())
+
+
+def test_in_process_training_equals_a_worker_group_checkpoints_and_resumes(tmp_path, ray_session):
+    """``ray.training: driver`` (Ray Train's local mode) trains the model a one-worker group trains,
+    persists each epoch's checkpoint under the run's folder (the newest 2), calls the user callbacks
+    after every report, and a second fit of the same run name resumes after the last saved epoch."""
+    from dataclasses import replace
+
+    import ray.train
+
+    from raypipe.engine.config import RayConfig, TrainConfig
+    from raypipe.engine.runner import fit, training_on
+
+    train = TrainConfig(epochs=3, batch_size=4, deterministic=True, shuffle_buffer=16)
+    job, _ = tiny_job(tmp_path, train)
+    workers = RayConfig(num_workers=1, storage_path=str(tmp_path / "runs"), training="workers")
+    driver = RayConfig(num_workers=1, storage_path=str(tmp_path / "runs"), training="driver")
+    assert training_on(RayConfig(num_workers=1), train) == "driver"  # auto: one CPU worker, one node
+    assert training_on(RayConfig(num_workers=2), train) == "workers"
+    assert training_on(RayConfig(num_workers=1), replace(train, fail_once_at_epoch=0)) == "workers"
+
+    seen = []
+
+    class Record(ray.train.UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            seen.append(metrics[0]["epoch"])
+
+    a, ma = fit(job, workers, "group")
+    b, mb = fit(job, driver, "local", callbacks=[Record()])
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=f"{name}: in-process != worker group")
+    assert ma["epoch"] == mb["epoch"] == 2 and seen == [0, 1, 2]
+    saved = sorted(p.name for p in (tmp_path / "runs" / "local").glob("checkpoint_epoch_*") if (p / "state.pt").exists())
+    assert saved == ["checkpoint_epoch_000001", "checkpoint_epoch_000002"]
+
+    # the same run name again, two more epochs: it continues after epoch 2 (a driver that died in the stage)
+    c, mc = fit(replace(job, train=replace(train, epochs=5)), driver, "local")
+    assert mc["start_epoch"] == 3 and mc["epoch"] == 4
+    assert any(not torch.equal(c[n], b[n]) for n in b if b[n].is_floating_point())
+
+    # a truncated latest checkpoint: an error naming it, never a silent restart from epoch 0
+    latest = tmp_path / "runs" / "local" / "checkpoint_epoch_000004" / "state.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.raises(Exception, match="checkpoint_epoch_000004"):
+        fit(replace(job, train=replace(train, epochs=6)), driver, "local")
+
+
+def test_in_process_training_needs_one_cpu_worker():
+    from raypipe.engine.config import RayConfig
+    from raypipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ray\.training"):
+        from_dict(RayConfig, {"training": "driver", "num_workers": 2}, "ray")
+    with pytest.raises(ConfigError, match=r"ray\.training"):
+        from_dict(RayConfig, {"training": "driver", "use_gpu": True}, "ray")
+    assert from_dict(RayConfig, {"training": "workers", "num_workers": 2}, "ray").training == "workers"

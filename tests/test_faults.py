@@ -139,13 +139,16 @@ def _train_worker_node() -> str:
 
 
 def _registered(run_dir: Path) -> list[int]:
-    """Epochs of the checkpoints Ray Train has registered for a run (from its checkpoint manager
-    snapshot, written once a reported checkpoint is safely in storage; the newest 2 are kept)."""
+    """Epochs of the checkpoints saved for a run: from Ray Train's checkpoint manager snapshot (a
+    worker group; written once a reported checkpoint is safely in storage, the newest 2 kept), or the
+    complete ``checkpoint_epoch_<n>/state.pt`` of an in-process run (``ray.training: driver``)."""
+    epochs = [int(p.name.rsplit("_", 1)[1]) for p in run_dir.glob("checkpoint_epoch_*") if (p / "state.pt").exists()]
     try:
         snap = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
     except (OSError, ValueError):
-        return []
-    return sorted(int(r["metrics"]["epoch"]) for r in snap.get("checkpoint_results", []))
+        snap = {}
+    epochs += [int(r["metrics"]["epoch"]) for r in snap.get("checkpoint_results", [])]
+    return sorted(set(epochs))
 
 
 def test_node_loss_mid_stage_resumes_from_last_checkpoint(tmp_path, cluster):

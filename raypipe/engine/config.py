@@ -157,10 +157,20 @@ class RayConfig:
     # eval_concurrency, GPUs with use_gpu), "driver" (this process), or "auto": the driver on CPU-only
     # runs up to 4096 samples per split, actors otherwise (raypipe.engine.runner.inference_on)
     inference: Literal["auto", "driver", "actors"] = "auto"
+    # where a stage's training loop runs: "workers" (a Ray Train worker group: DDP, restarts from the
+    # latest checkpoint after a failure, resume of an interrupted run), "driver" (Ray Train's local
+    # mode: the loop runs in this process, no worker group to start; one CPU process, no restarts), or
+    # "auto": the driver for one CPU worker on a one-node cluster, workers otherwise
+    # (raypipe.engine.runner.training_on)
+    training: Literal["auto", "driver", "workers"] = "auto"
 
     def validate(self, path: str) -> None:
         if self.num_workers < 1:
             raise ConfigError(f"{path}.num_workers", "must be >= 1")
+        if self.training == "driver" and (self.num_workers != 1 or self.use_gpu):
+            raise ConfigError(f"{path}.training", "'driver' runs one CPU process: it needs num_workers 1 and "
+                              f"use_gpu false (got num_workers {self.num_workers}, use_gpu {self.use_gpu}); "
+                              "use 'workers' or 'auto'")
         if self.eval_concurrency < 1:
             raise ConfigError(f"{path}.eval_concurrency", "must be >= 1")
         if not self.cpus_per_worker > 0:

@@ -28,7 +28,7 @@ from raypipe.models import build_model
 from raypipe.tracking.checkpoints import atomic_write, load_state_file
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(config: dict) -> dict | None:
     # --- configuration --------------------------------------------------------------------------
     train = config["train"]  # the stage's TrainConfig
     objective = config["objective"]  # built and validated on the driver
@@ -54,7 +54,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     # --- resume from the latest checkpoint (after a failure, or a re-run of the same run name) ----
     start_epoch, best = 0, None  # best: the selected model so far, {"score", "epoch", "model"}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() or config.get("resume_checkpoint")  # the latter: in-process runs
     if checkpoint:
         with checkpoint.as_directory() as d:
             # a truncated/corrupt state.pt: an error naming the checkpoint, never a silent restart
@@ -142,6 +142,13 @@ def train_loop_per_worker(config: dict) -> None:
                 if progress is not None:
                     progress.put_nowait({**metrics, "epoch": epoch + 1, "epochs": train.epochs})
             ray.train.report(metrics, checkpoint=ckpt)
+            if rank == 0 and config.get("on_report") is not None:  # an in-process run (Ray Train's local
+                config["on_report"](metrics, d)  # mode) has no controller: checkpoint to storage, callbacks
+
+    # the final state, for an in-process run (Ray Train's local mode keeps no checkpoint in storage)
+    if not config.get("in_process"):
+        return None
+    return {"model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, "best": best}
 
 
 def train_step(objective, model: nn.Module, optimizers: dict, losses) -> torch.Tensor:

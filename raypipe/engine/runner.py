@@ -7,7 +7,9 @@ outside the training loop (:mod:`raypipe.engine.loop`).
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -21,9 +23,10 @@ from ray.train.torch import TorchTrainer
 from raypipe import storage
 from raypipe.data.pipeline import TilePipeline, iter_unwrapped, to_torch, unwrap_error
 from raypipe.engine.config import RayConfig, TrainConfig
+from raypipe.errors import ConfigError, StorageError
 from raypipe.engine.loop import load_frozen, train_loop_per_worker
 from raypipe.engine.task import build_task
-from raypipe.tracking.checkpoints import load_state_file
+from raypipe.tracking.checkpoints import atomic_write, load_state_file
 
 
 @dataclass
@@ -122,7 +125,8 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         teachers = {}  # the logits travel with the rows; workers load no teacher
     store = storage_args(ray_cfg.storage_path)
     marker_dir = store["storage_path"] if "storage_filesystem" not in store else "/tmp"
-    progress = _Progress(on_epoch) if on_epoch else None
+    in_process = training_on(ray_cfg, job.train) == "driver"
+    progress = _Progress(on_epoch) if on_epoch and not in_process else None
     config = {
         "objective": job.objective, "model_spec": job.model_spec, "train": job.train, "task": job.task,
         "task_config": job.task_config,
@@ -130,20 +134,34 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         "run_handle": run_handle, "progress": progress.queue if progress else None,
         "fail_marker": os.path.join(marker_dir, f"{run_name}.failed-once"),
     }
-    resources = {"CPU": ray_cfg.cpus_per_worker}
-    if ray_cfg.use_gpu:
-        resources["GPU"] = 1
+    if in_process:  # no worker group, no controller: what the controller does is done here
+        config["progress"] = _InProcessProgress(on_epoch) if on_epoch else None
+        reports = _InProcessRun(ray_cfg.storage_path, run_name, callbacks or [])
+        config.update({"in_process": True, "on_report": reports, "resume_checkpoint": reports.latest()})
+        if job.train.deterministic:  # what ingest_config's preserve_order does for a worker group
+            for ds in (train_ds, val_ds):
+                ds.context.execution_options.preserve_order = True
+        scaling = ScalingConfig(num_workers=0)  # Ray Train's local mode: the loop runs in this process
+        callbacks = None
+    else:
+        resources = {"CPU": ray_cfg.cpus_per_worker}
+        if ray_cfg.use_gpu:
+            resources["GPU"] = 1
+        scaling = ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
+                                resources_per_worker=resources)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=scaling,
         run_config=RunConfig(name=run_name, failure_config=FailureConfig(max_failures=job.train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks or None,
                              **store),
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=ingest_config(job.train.deterministic),
     )
+    threads = torch.get_num_threads()
+    if in_process:  # the CPUs a worker would hold (Ray sets a worker's OMP_NUM_THREADS the same way)
+        torch.set_num_threads(max(1, int(ray_cfg.cpus_per_worker)))
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray Train wraps a worker's error: give the user raypipe's own, naming the file
@@ -152,13 +170,127 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
             raise cause from exc
         raise
     finally:
+        torch.set_num_threads(threads)
         if progress:
             progress.close()
-    with result.checkpoint.as_directory() as d:
-        state = load_state_file(os.path.join(d, "state.pt"), run_name, "cpu", field="ray.storage_path",
-                                shown_as=f"{result.checkpoint.path}/state.pt")
+    if in_process:  # the loop returns its final state (local mode keeps no checkpoint in storage)
+        state = result.return_value
+    else:
+        with result.checkpoint.as_directory() as d:
+            state = load_state_file(os.path.join(d, "state.pt"), run_name, "cpu", field="ray.storage_path",
+                                    shown_as=f"{result.checkpoint.path}/state.pt")
     selected = state["best"]["model"] if job.train.selection != "last" and state.get("best") else state["model"]
     return selected, dict(result.metrics or {})
+
+
+def training_on(ray_cfg: RayConfig, train: TrainConfig) -> str:
+    """``driver`` or ``workers``: where :func:`fit` runs the training loop for ``ray.training``.
+
+    ``auto`` picks the driver (Ray Train's local mode) for one CPU worker on a one-node cluster: the
+    worker group's start and tear-down (a controller process, a placement group, a worker process that
+    imports torch) cost more than a small stage's training there, and one process has nothing to
+    synchronise. More workers, GPUs, a multi-node cluster or fault injection get the worker group, with
+    its restarts from the latest checkpoint, and so do a Ray Tune trial's stages (Ray Train's API does
+    not run inside a trial's own process)."""
+    in_trial = _in_tune_trial()
+    if ray_cfg.training == "driver" and train.fail_once_at_epoch >= 0:
+        raise ConfigError("ray.training", "fault injection (train.fail_once_at_epoch) needs 'workers': "
+                          "a failure in the driver process ends the job")
+    if ray_cfg.training == "driver" and in_trial:
+        raise ConfigError("ray.training", "'driver' cannot train inside a Ray Tune trial (Ray Train's API is "
+                          "not available in a trial's process); use 'auto' or 'workers'")
+    if ray_cfg.training != "auto":
+        return ray_cfg.training
+    if ray_cfg.num_workers != 1 or ray_cfg.use_gpu or train.fail_once_at_epoch >= 0 or in_trial:
+        return "workers"
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return "driver" if len(alive) <= 1 else "workers"
+
+
+def _in_tune_trial() -> bool:
+    """Whether this process runs a Ray Tune trial's function (where Ray Train's API refuses to run)."""
+    try:
+        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+    except ImportError:  # pragma: no cover - a Ray without it: no Tune session to detect
+        return False
+    return bool(_in_tune_session())
+
+
+class _InProcessProgress:
+    """The rank-0 loop's epoch reports, straight to ``on_epoch`` (in-process training: no queue actor)."""
+
+    def __init__(self, on_epoch: Callable[[dict], None]):
+        self.on_epoch = on_epoch
+
+    def put_nowait(self, item: dict) -> None:
+        try:
+            self.on_epoch(item)
+        except Exception:  # progress printing must never break a stage
+            pass
+
+
+class _InProcessRun:
+    """What Ray Train's controller does for a worker group, for an in-process run: each reported
+    checkpoint persisted under the run's folder in storage (``<storage>/<run name>/checkpoint_epoch_<n>/
+    state.pt``, the newest ``keep`` kept), the latest found again when the same run name is trained
+    again (a driver that died inside the stage), and the user callbacks called after each report."""
+
+    PREFIX = "checkpoint_epoch_"
+
+    def __init__(self, storage_path: str, run_name: str, callbacks: list, keep: int = 2):
+        base = storage_path or os.path.join(os.getcwd(), "runs", "ray-train")
+        self.root = storage.join(base, run_name)
+        self.callbacks, self.keep = callbacks, keep
+
+    def _saved(self) -> list[tuple[int, str]]:
+        """(epoch, folder) of every complete checkpoint, oldest first."""
+        try:
+            files = storage.list_files(self.root)
+        except StorageError:  # no folder yet: nothing saved
+            return []
+        out = []
+        for f in files:
+            folder, name = f.rsplit("/", 1)
+            tail = folder.rsplit("/", 1)[-1]
+            if name == "state.pt" and tail.startswith(self.PREFIX) and tail[len(self.PREFIX):].isdigit():
+                out.append((int(tail[len(self.PREFIX):]), folder))
+        return sorted(out)
+
+    def latest(self):
+        """The newest saved checkpoint as a ``ray.train.Checkpoint``, or None."""
+        saved = self._saved()
+        if not saved:
+            return None
+        folder = saved[-1][1]
+        if storage.is_local(folder):
+            return ray.train.Checkpoint.from_directory(storage.strip_scheme(folder))
+        fs, path = storage.pyarrow_filesystem(folder)
+        return ray.train.Checkpoint(path=path, filesystem=fs)
+
+    def __call__(self, metrics: dict, local_dir: str) -> None:
+        epoch = int(metrics["epoch"])
+        target = storage.join(self.root, f"{self.PREFIX}{epoch:06d}", "state.pt")
+        source = os.path.join(local_dir, "state.pt")
+        if storage.is_local(target):  # all or nothing, as the loop wrote it
+            path = storage.strip_scheme(target)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write(path, functools.partial(_copy_file, source), self.root)
+        else:  # an object PUT is atomic
+            with open(source, "rb") as f:
+                storage.write_bytes(target, f.read())
+        for _, folder in self._saved()[:-self.keep]:
+            fs, path = storage.filesystem(folder)
+            try:
+                fs.rm(path, recursive=True)
+            except Exception:  # an old checkpoint left behind is harmless; the newest is in place
+                pass
+        for cb in self.callbacks:
+            cb.after_report(run_context=None, metrics=[dict(metrics)], checkpoint=None)
+
+
+def _copy_file(source: str, dest) -> None:
+    with open(source, "rb") as f:
+        shutil.copyfileobj(f, dest)
 
 
 def raypipe_cause(exc: BaseException):
