@@ -23,9 +23,9 @@ from ray.train.torch import TorchTrainer
 from raypipe import storage
 from raypipe.data.pipeline import TilePipeline, iter_unwrapped, to_torch, unwrap_error
 from raypipe.engine.config import RayConfig, TrainConfig
-from raypipe.errors import ConfigError, StorageError
 from raypipe.engine.loop import load_frozen, train_loop_per_worker
 from raypipe.engine.task import build_task
+from raypipe.errors import ConfigError, StorageError
 from raypipe.tracking.checkpoints import atomic_write, load_state_file
 
 
@@ -46,9 +46,14 @@ class StageJob:
     task_config: Any = None  # the task's settings (e.g. segmentation's sliding window)
 
 
+def storage_root(storage_path: str) -> str:
+    """Where a stage's training runs keep their checkpoints: ``ray.storage_path``, else <cwd>/runs/ray-train."""
+    return storage_path or os.path.join(os.getcwd(), "runs", "ray-train")
+
+
 def storage_args(storage_path: str) -> dict:
     """RunConfig storage: a local folder, or object storage through a pyarrow filesystem (no scheme)."""
-    path = storage_path or os.path.join(os.getcwd(), "runs", "ray-train")
+    path = storage_root(storage_path)
     if storage.is_local(path):
         path = storage.strip_scheme(path)
         os.makedirs(path, exist_ok=True)
@@ -238,8 +243,7 @@ class _InProcessRun:
     PREFIX = "checkpoint_epoch_"
 
     def __init__(self, storage_path: str, run_name: str, callbacks: list, keep: int = 2):
-        base = storage_path or os.path.join(os.getcwd(), "runs", "ray-train")
-        self.root = storage.join(base, run_name)
+        self.root = storage.join(storage_root(storage_path), run_name)
         self.callbacks, self.keep = callbacks, keep
 
     def _saved(self) -> list[tuple[int, str]]:
