@@ -122,7 +122,10 @@ def secret_job(tmp_path_factory):
            "stages": {"source": {"model": {"kind": "resnet", "depth": 10, "width": 4, "stem": "small",
                                            "norm": "group"},
                                  "train": {"epochs": 1, "batch_size": 16}}},
-           "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db"}, "ray": {"storage_path": str(tmp / "runs")}}
+           "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db"}, "ray": {"storage_path": str(tmp / "runs"),
+                  # a worker group, not the driver (auto's choice for one CPU worker): its DDP
+                  # rendezvous store and RayTrainWorker listeners are what the loopback test checks
+                  "training": "workers"}}
     (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     # Ray's session files go to a short folder of our own (unix socket paths must stay short), so the
     # test can look at them too and removes them afterwards.
