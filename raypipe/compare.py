@@ -121,7 +121,8 @@ def compare(methods: list[str], seeds: list[int], preset: str = "small", selecti
                                tags={"raypipe.comparison": name, "raypipe.seed": seed})
                 results[(m.name, seed)] = r
                 trained[(m.name, seed)] = [s for s, o in r.stages.items() if not o.reused]
-        rows = aggregate(ms, seeds, results)
+        # each method's graph as its configuration made it (KDHN's rounds), the same for every seed
+        rows = aggregate([m.concrete(to_dict(configs[(m.name, seeds[0])]))[0] for m in ms], seeds, results)
         markdown = write_outputs(rows, seeds, preset, selection, out_dir)
         for f in ("comparison.csv", "comparison.md", "buckets.png", "coverage.png"):
             run.log_artifact(os.path.join(out_dir, f), "comparison")

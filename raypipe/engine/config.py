@@ -194,8 +194,9 @@ _CONFIG_CLASSES: dict[str, type] = {}
 def config_class(method: "Method") -> type:
     """The dataclass of ``method``'s full configuration: :class:`RunConfig` plus a ``stages`` section
     with one field per stage, typed by the stage's objective config (built once per method)."""
-    if method.name in _CONFIG_CLASSES:
-        return _CONFIG_CLASSES[method.name]
+    ident = (method.name, tuple(s.name for s in method.stages))  # an expanded graph has its own
+    if ident in _CONFIG_CLASSES:
+        return _CONFIG_CLASSES[ident]
     from raypipe.engine.task import TASKS  # the task classes register themselves there
 
     stage_fields = [(s.name, s.objective_class().Config, field(default_factory=s.objective_class().Config))
@@ -213,7 +214,7 @@ def config_class(method: "Method") -> type:
         f"{_camel(method.name)}Config", [("stages", stages_cls, field(default_factory=stages_cls)),
                                          ("task", task_config, field(default_factory=task_config))],
         bases=(RunConfig,), namespace={"validate": validate, "method": method.name})
-    _CONFIG_CLASSES[method.name] = cls
+    _CONFIG_CLASSES[ident] = cls
     return cls
 
 
@@ -234,4 +235,5 @@ def resolve(method: "Method", config_file: str | None = None, overrides: list[st
     if extra:
         data = deep_merge(data, extra)
     data = apply_overrides(data, overrides or [])
+    method, data = method.concrete(data)  # a graph that depends on the configuration (KDHN's rounds)
     return from_dict(config_class(method), data)

@@ -74,6 +74,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     for epoch in range(start_epoch, train.epochs):
         # --- train one epoch ---------------------------------------------------------------------
         model.train()
+        objective.start_epoch(epoch, train.epochs)
         t0, seen, sums, data_wait = time.perf_counter(), 0, {}, 0.0
         batches = train_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=collate, drop_last=True,
                                                  local_shuffle_buffer_size=train.shuffle_buffer or None,

@@ -24,7 +24,7 @@ on and what it is evaluated on. Nothing about a stage is written anywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal, Mapping
 
 from raypipe.engine.registry import OBJECTIVES
 from raypipe.errors import ConfigError
@@ -103,6 +103,10 @@ class Method:
     experiment: str = ""  # MLflow experiment ("" = tracking.experiment's default)
     default_note: str = ""  # one line: what the embedded default configuration is (printed by jobs/run.py)
     main_stage: str = ""  # the stage a sweep optimises by default ("" = the last table row's)
+    # A method whose stage graph depends on its configuration (KDHN's rounds): given the merged
+    # configuration mapping, ``(the method to run, the mapping completed for its stages)``. None = the
+    # graph is ``stages``. ``stages`` and ``table`` are then the graph of the embedded default.
+    expand: Callable[[Mapping], tuple["Method", dict]] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -121,6 +125,13 @@ class Method:
         for row in self.table:
             if row.stage not in seen:
                 raise ValueError(f"method {self.name}: table row '{row.label}' names unknown stage '{row.stage}'")
+
+    def concrete(self, data: Mapping) -> tuple["Method", dict]:
+        """The stage graph for configuration ``data`` (a mapping, e.g. ``to_dict(cfg)``) and ``data``
+        completed for it; ``(self, data)`` when the graph is fixed."""
+        if self.expand is None:
+            return self, dict(data)
+        return self.expand(data)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

@@ -15,6 +15,8 @@ Hooks with defaults:
 * ``configure_optimizers(model, train)`` → ``{name: optimiser}``; the default is one AdamW (or SGD)
   over every parameter, from ``train.*``. Adversarial methods return several (generator, discriminator).
 * ``after_backward(model, name)``: between ``backward()`` and ``step()``; nothing by default.
+* ``start_epoch(epoch, epochs)``: before each training epoch (0-based, of ``epochs``), e.g. OGM-GE's
+  modulation in the early epochs only; nothing by default.
 * ``diagnostics(ctx)``: metrics logged on the driver before training (e.g. how many pseudo labels
   pass a filter); none by default.
 """
@@ -73,6 +75,9 @@ class Objective:
 
     def after_backward(self, model: torch.nn.Module, optimizer: str) -> None:
         """Called between ``backward()`` and ``step()`` of each optimiser."""
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (``epoch`` 0-based, of ``epochs``)."""
 
     # --- helpers ----------------------------------------------------------------------------------
     def teacher_logits(self, teachers: Mapping[str, torch.nn.Module], name: str, batch: Mapping[str, Any]

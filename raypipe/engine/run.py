@@ -113,6 +113,7 @@ def run_method(method: Method, cfg, console: Console | None = None, *, only: Col
     pipeline run under another run (a sweep's); ``tags`` go on the pipeline run; ``fit_callbacks``
     maps a stage name to extra Ray Train callbacks for its ``fit`` (e.g. Tune's report callback)."""
     t0 = time.perf_counter()
+    method, _ = method.concrete(to_dict(cfg))  # the graph ``cfg`` was resolved for (KDHN's rounds)
     console = console or Console(enabled=False)
     lineage = Lineage(cfg.tracking.uri or None, cfg.tracking.experiment)
     data = build_data(cfg)
@@ -148,6 +149,7 @@ def run_method(method: Method, cfg, console: Console | None = None, *, only: Col
 # --- 1. plan: everything validated before any stage trains -------------------------------------------
 
 def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage, evaluate_on: str = "test") -> list[StagePlan]:
+    method, _ = method.concrete(to_dict(cfg))
     bands = _bands(method, data)
     plans: dict[str, StagePlan] = {}
     for stage in method.stages:
