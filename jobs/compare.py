@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from raypipe.errors import RaypipeError
     from raypipe.methods import load_methods
 
-    methods = load_methods().names() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    registry = load_methods()  # "all": every scene-classification method (CloudSeg segments: its own table)
+    methods = ([m for m in registry.names() if registry.get(m).task == "classification"] if args.methods == "all"
+               else [m.strip() for m in args.methods.split(",") if m.strip()])
     log_file = setup_logging(args.log_dir, "compare", args.verbose)
     import ray
     import ray.data

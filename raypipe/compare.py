@@ -59,6 +59,12 @@ def _shrink(spec: dict, width: int, depth: int) -> dict:
         return {**spec, "optical": {**spec.get("optical", {}), **small}, "sar": {**spec.get("sar", {}), **small}}
     if kind == "early_fusion":
         return {**spec, "encoder": {**spec.get("encoder", {}), **small}}
+    if kind == "declouder":  # its U-Net generator's ResNet encoder
+        gen = spec.get("generator", {})
+        enc = {**gen.get("encoder", {}), "type": "resnet", "width": width, "depth": depth}
+        return {**spec, "generator": {**gen, "encoder": enc, "norm": "group"}}
+    if kind == "restore_classify":  # assembled from other stages' models (SPL): shrunk through them
+        return spec
     return {**spec, **small}
 
 
@@ -94,6 +100,10 @@ def compare(methods: list[str], seeds: list[int], preset: str = "small", selecti
 
     registry = load_methods()
     ms = [registry.get(m, "--methods") for m in methods]
+    tasks = {m.task for m in ms}
+    if len(tasks) > 1:
+        raise ConfigError("--methods", "a comparison is of one task; these mix " +
+                          ", ".join(f"{m.name} ({m.task})" for m in ms))
     if selection not in ("last", "val_labels", "val_objective"):
         raise ConfigError("--selection", f"must be last, val_labels or val_objective, not {selection!r}")
     extra = extra or {}

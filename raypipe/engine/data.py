@@ -81,6 +81,8 @@ class MethodData:
                         optical=view.optical, use_sar=sar)
             if not view.clouds:
                 data["clouds"] = {"mode": "none"}
+            elif view.simulate:
+                data["clouds"] = {**data["clouds"], "mode": "simulate"}
             if view.split != "train":  # val and test are judged on the tiles as they are
                 data["augment"] = {}
             self._pipes[key] = TilePipeline(from_dict(DataConfig, data, "data.pipeline"), frame=self.frames[view.domain])

@@ -44,6 +44,10 @@ class View:
     domain: Literal["source", "target"]
     split: Literal["train", "val", "test"]
     optical: Literal["clear", "cloudy", "both"] = "cloudy"
+    # clouds simulated on the cloud-free acquisition (``data.pipeline.clouds`` preset and coverage),
+    # whatever ``clouds.mode`` says: cloudy / clear pairs from a domain that has no cloudy tiles (SPL's
+    # cloud-removal training on the source domain)
+    simulate: bool = False
 
     @property
     def clouds(self) -> bool:
@@ -72,12 +76,15 @@ class Stage:
     evaluate: dict[str, View] = field(default_factory=dict)  # result prefix -> test view (e.g. "target_test")
     teachers: tuple[str, ...] = ()  # earlier stages whose models this stage learns from (frozen)
     description: str = ""
+    # the task that scores this stage per epoch and at evaluation ("" = the method's): e.g. SPL's
+    # cloud-removal stage is scored as ``restoration`` inside a classification method
+    task: str = ""
 
     def objective_class(self):
         return OBJECTIVES.get(self.objective, f"stage '{self.name}' objective")
 
     def __hash__(self) -> int:  # frozen dataclass with a dict field
-        return hash((self.name, self.objective, self.inputs, self.train, tuple(self.evaluate), self.teachers))
+        return hash((self.name, self.objective, self.inputs, self.train, tuple(self.evaluate), self.teachers, self.task))
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,10 @@ class Method:
         for row in self.table:
             if row.stage not in seen:
                 raise ValueError(f"method {self.name}: table row '{row.label}' names unknown stage '{row.stage}'")
+
+    def task_of(self, stage: Stage) -> str:
+        """The task that scores ``stage``: its own, else the method's."""
+        return stage.task or self.task
 
     def concrete(self, data: Mapping) -> tuple["Method", dict]:
         """The stage graph for configuration ``data`` (a mapping, e.g. ``to_dict(cfg)``) and ``data``

@@ -19,6 +19,10 @@ Hooks with defaults:
   modulation in the early epochs only; nothing by default.
 * ``diagnostics(ctx)``: metrics logged on the driver before training (e.g. how many pseudo labels
   pass a filter); none by default.
+
+An objective with ``assembles = True`` trains nothing: ``assemble(spec, teachers)`` returns the stage's
+model state put together from its (frozen) teachers' states, on the driver (SPL's cloud remover
+followed by f_S); the stage is then evaluated, recorded and reused like any other.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class Objective:
     # Whether training reads the cloud mask / fraction: where those are the simulator's truth the stage is
     # an oracle (an objective that never reads them says so, and is not marked).
     uses_cloud_mask = True
+    # True: the stage's model is assembled from its teachers' (``assemble``), not trained
+    assembles = False
 
     def __init__(self, config: Any, inputs: str, teachers: Mapping[str, str] | None = None):
         self.config = config  # this stage's config section (an instance of ``Config``)
@@ -78,6 +84,11 @@ class Objective:
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called before each training epoch (``epoch`` 0-based, of ``epochs``)."""
+
+    def assemble(self, spec: dict, teachers: Mapping[str, dict]) -> dict:
+        """With ``assembles``: the state dict of the model ``spec`` from ``teachers`` (name -> ``{"spec",
+        "state", "inputs"}``), on the driver."""
+        raise NotImplementedError
 
     # --- helpers ----------------------------------------------------------------------------------
     def teacher_logits(self, teachers: Mapping[str, torch.nn.Module], name: str, batch: Mapping[str, Any]

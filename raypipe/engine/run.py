@@ -174,7 +174,7 @@ def plan_stages(method: Method, cfg, data: MethodData, lineage: Lineage, evaluat
             lineage.check_run(section.from_run, f"{path}.from_run", stage.name)
             key = lineage.client.get_run(section.from_run).data.tags.get("raypipe.stage_key", section.from_run)
         else:
-            key = stage_key(stage.name, stage_definition(stage, section, spec, cfg, method.task),
+            key = stage_key(stage.name, stage_definition(stage, section, spec, cfg, method.task_of(stage)),
                             {t: plans[t].key for t in stage.teachers}, data.data_hash)
         plans[stage.name] = StagePlan(stage, path, section, spec, objective, key, section.from_run,
                                       tuple(sorted(oracle)), tuple(train_pipe.cloud_sources),
@@ -192,7 +192,7 @@ def evaluation_views(stage: Stage, evaluate_on: str = "test") -> dict[str, View]
     out = {}
     for prefix, view in stage.evaluate.items():
         if view.split == "test":
-            prefix, view = val_twin(prefix), View(view.domain, "val", view.optical)
+            prefix, view = val_twin(prefix), View(view.domain, "val", view.optical, view.simulate)
         out[prefix] = view
     return out
 
@@ -256,7 +256,10 @@ def _data_key(pipeline) -> dict:
 
 
 def _view(v: View) -> dict:
-    return {"domain": v.domain, "split": v.split, "optical": v.optical}
+    out = {"domain": v.domain, "split": v.split, "optical": v.optical}
+    if v.simulate:  # only when set: the keys of every stage without it stay as they were
+        out["simulate"] = True
+    return out
 
 
 # --- 2. reuse or train --------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ def reuse_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
             added = evaluate_stage(plan, method, cfg, data, ckpt["state_dict"], todo, figures=figures)
             run = TrackedRun(lineage, existing)
             for prefix, res in added.items():
-                run.log_evaluation(res, prefix=prefix, class_names=data.classes)
+                task_of(method, cfg, data, plan.stage).log_evaluation(run, res, prefix, data.classes)
             log_figures(run, figures)
             evaluations.update(added)
     return StageOutcome(plan.name, existing, plan.key, True, evaluations, time.perf_counter() - t0, plan.oracle)
@@ -296,9 +299,10 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         c = lineage.load_checkpoint(done[t].run_id, field=f"stages.{t}")
         teachers[t] = {"spec": c["model_spec"], "state": c["state_dict"], "inputs": method.stage(t).inputs}
     train_pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
-    val_pipe = data.pipe(View(stage.train.domain, "val", stage.train.optical), sar=_needs_sar(method, stage))
+    val_pipe = data.pipe(View(stage.train.domain, "val", stage.train.optical, stage.train.simulate),
+                         sar=_needs_sar(method, stage))
     job = runner.StageJob(stage.name, plan.objective, plan.spec, plan.config.train, train_pipe, val_pipe, teachers,
-                          method.task, len(data.classes), data.classes, cfg.task)
+                          method.task_of(stage), len(data.classes), data.classes, cfg.task)
     inputs = {t: done[t].run_id for t in stage.teachers}
     interrupted = lineage.find_interrupted_stage(stage.name, plan.key)  # its driver died, or it failed
     if interrupted:
@@ -308,20 +312,23 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         run.set_tags({"raypipe.oracle": ",".join(plan.oracle) or "none", "raypipe.selection": plan.config.train.selection,
                       "raypipe.cloud_source.train": "; ".join(plan.cloud_sources)})
         run.log_metrics(plan.objective.diagnostics(StageContext(plan, train_pipe, teachers, data.classes,
-                                                                method.task, cfg.ray, cfg.task)))
+                                                                method.task_of(stage), cfg.ray, cfg.task)))
         t_fit = time.perf_counter()
         # The Ray Train run is named after the MLflow run: a continued (interrupted) run restores its
         # latest checkpoint; a forced retrain is a new MLflow run, so it trains afresh.
-        state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}-{run.run_id[:8]}",
-                              run.handle, on_epoch=lambda m: console.epoch(plan, m), callbacks=list(callbacks))
+        if plan.objective.assembles:  # a model put together from its teachers' (SPL: remover -> f_S)
+            state = plan.objective.assemble(plan.spec, teachers)
+        else:
+            state, _ = runner.fit(job, cfg.ray, f"{cfg.name or method.name}-{stage.name}-{plan.key}-{run.run_id[:8]}",
+                                  run.handle, on_epoch=lambda m: console.epoch(plan, m), callbacks=list(callbacks))
         t_eval = time.perf_counter()
         figures: dict = {}
         evaluations = evaluate_stage(plan, method, cfg, data, state, figures=figures)
         t_log = time.perf_counter()
         for prefix, res in evaluations.items():
-            run.log_evaluation(res, prefix=prefix, class_names=data.classes)
+            task_of(method, cfg, data, stage).log_evaluation(run, res, prefix, data.classes)
         log_figures(run, figures)
-        run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": method.task,
+        run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": method.task_of(stage),
                                                     "evaluations": evaluations, "classes": data.classes})
         counts = {"samples_in": train_pipe.samples_in, "quarantined": len(train_pipe.quarantined()),
                   "read_retries": len(train_pipe.read_retries())}
@@ -336,21 +343,23 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
 
 # --- 3. evaluate ----------------------------------------------------------------------------------------
 
-def task_of(method: Method, cfg, data: MethodData):
+def task_of(method: Method, cfg, data: MethodData, stage: Stage | None = None):
+    """The method's task (its table), or ``stage``'s own where it has one."""
     from raypipe.engine.task import build_task
 
-    return build_task(method.task, len(data.classes), data.classes, cfg.task)
+    name = method.task_of(stage) if stage is not None else method.task
+    return build_task(name, len(data.classes), data.classes, cfg.task if name == method.task else None)
 
 
 def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state: dict,
                    views: dict | None = None, figures: dict | None = None) -> dict:
     """Evaluation by Ray Data batch inference on the plan's views (or ``views``); the task's figures
     (``{prefix: {file: png bytes}}``) go into ``figures`` when it is given."""
-    task = task_of(method, cfg, data)
+    task = task_of(method, cfg, data, plan.stage)
     out = {}
     for prefix, view in (plan.views if views is None else views).items():
         pipe = data.pipe(view, sar=plan.stage.inputs != "optical")
-        columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, method.task, len(data.classes),
+        columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, task.name, len(data.classes),
                                  cfg.ray.eval_concurrency, cfg.ray.use_gpu, where=cfg.ray.inference,
                                  task_config=cfg.task)
         out[prefix] = task.evaluate(columns)

@@ -57,6 +57,10 @@ class Task:
     def figures(self, columns: Mapping[str, np.ndarray]) -> dict[str, bytes]:
         return {}
 
+    def log_evaluation(self, run, result: Mapping[str, Any], prefix: str, class_names: Sequence[str]) -> None:
+        """Record an ``evaluate`` result in a stage's MLflow run (``<prefix>/…`` metrics, artifacts)."""
+        run.log_evaluation(result, prefix=prefix, class_names=class_names)
+
     def infer(self, model, batch: Mapping[str, Any], inputs: str) -> Any:
         return forward(model, batch, inputs)
 
@@ -154,3 +158,4 @@ def _num(x) -> float:
 
 
 from raypipe.engine import segmentation as _segmentation  # noqa: E402,F401  (registers "segmentation")
+from raypipe.engine import restoration as _restoration  # noqa: E402,F401  (registers "restoration")

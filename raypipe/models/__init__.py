@@ -14,6 +14,7 @@ from raypipe.models.factory import (
 from raypipe.models.mit import MIT_VARIANTS, MiT, MiTVariant, adapt_first_conv, load_pretrained
 from raypipe.models.multimodal import FUSIONS, MODALITIES, MultiModalNet, MultiModalOutput
 from raypipe.models.resnet import RESNET_DEPTHS, RESNET_STEMS, BasicBlock, Bottleneck, ResNet
+from raypipe.models.restoration import Declouder, PatchDiscriminator, RestorationOutput, RestoreThenClassify
 from raypipe.models.unet import (
     ENCODER_TYPES,
     EarlyFusionSegNet,
@@ -26,6 +27,7 @@ from raypipe.models.unet import (
 )
 
 __all__ = [
+    "Declouder", "PatchDiscriminator", "RestorationOutput", "RestoreThenClassify",
     "ResNet", "BasicBlock", "Bottleneck", "RESNET_DEPTHS", "RESNET_STEMS",
     "MultiModalNet", "MultiModalOutput", "MODALITIES", "FUSIONS",
     "MiT", "MiTVariant", "MIT_VARIANTS", "load_pretrained", "adapt_first_conv",
