@@ -117,7 +117,7 @@ def test_deterministic_runs_repeat_exactly_and_shuffling_reorders(tmp_path, ray_
 
 
 def test_in_process_training_equals_a_worker_group_checkpoints_and_resumes(tmp_path, ray_session):
-    """``ray.training: driver`` (Ray Train's local mode) trains the model a one-worker group trains,
+    """``ray.training: driver`` (the loop in this process, without Ray Train) trains the model a one-worker group trains,
     persists each epoch's checkpoint under the run's folder (the newest 2), calls the user callbacks
     after every report, and a second fit of the same run name resumes after the last saved epoch."""
     from dataclasses import replace

@@ -57,6 +57,7 @@ def test_kd_s_runs_end_to_end_and_the_terminal_is_for_people(kd_s_runs):
     assert "TrainingReport(" not in terminal
     assert not re.search(r"checkpoint_\d{4}", terminal)  # no Ray Train checkpoint paths
     assert "Execution plan" not in terminal and "Starting execution of Dataset" not in terminal
+    assert "DeprecationWarning" not in terminal  # libraries' warnings go to the log file
     log = re.search(r"full log: (\S+)", out).group(1)
     assert (tmp / log).is_file() and (tmp / log).stat().st_size > 0
 

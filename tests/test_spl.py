@@ -143,6 +143,7 @@ def test_spl_runs_on_the_engine_remover_scored_and_last_stage_assembled(spl_run)
     assert [m.step for m in client.get_metric_history(result.stages["declouder"].run_id, "val/psnr")] == [0, 1]
     sim_test = result.stages["declouder"].evaluations["source_sim_test"]["overall"]
     assert sim_test["n"] > 0 and math.isfinite(sim_test["psnr"]) and -1 <= sim_test["ssim"] <= 1
+    assert math.isfinite(sim_test["input_psnr"])  # the no-removal reference beside it
     assert "train/kept" in rem.metrics and rem.tags["raypipe.oracle"] == "none"  # no mask read: not an oracle
     cls = client.get_run(result.stages["classify"].run_id).data
     assert "epoch" not in cls.metrics  # assembled: no epoch ran

@@ -158,8 +158,9 @@ class RayConfig:
     # runs up to 4096 samples per split, actors otherwise (raypipe.engine.runner.inference_on)
     inference: Literal["auto", "driver", "actors"] = "auto"
     # where a stage's training loop runs: "workers" (a Ray Train worker group: DDP, restarts from the
-    # latest checkpoint after a failure, resume of an interrupted run), "driver" (Ray Train's local
-    # mode: the loop runs in this process, no worker group to start; one CPU process, no restarts), or
+    # latest checkpoint after a failure, resume of an interrupted run), "driver" (the loop runs in this
+    # process, the driver's or a Tune trial's, without Ray Train: no worker group to start; one CPU
+    # process, no restarts, checkpoints saved and resumed by a rerun), or
     # "auto": the driver for one CPU worker on a one-node cluster, workers otherwise
     # (raypipe.engine.runner.training_on)
     training: Literal["auto", "driver", "workers"] = "auto"

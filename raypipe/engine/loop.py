@@ -33,9 +33,10 @@ def train_loop_per_worker(config: dict) -> dict | None:
     train = config["train"]  # the stage's TrainConfig
     objective = config["objective"]  # built and validated on the driver
     task = build_task(config["task"], config["num_classes"], config["class_names"], config.get("task_config"))
-    ctx = ray.train.get_context()
+    session = config.get("session") or RayTrainSession()  # a worker group's, or a driver-side run's
+    ctx = session.context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    device = session.device()
     torch.manual_seed(train.seed)
     np.random.seed(train.seed)
     per_worker_batch = max(1, train.batch_size // world)
@@ -45,7 +46,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     model = build_model(config["model_spec"])
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global-batch statistics across GPUs
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     teachers = {name: load_frozen(t, device) for name, t in config["teachers"].items()}
 
     # --- optimisers and schedules ----------------------------------------------------------------
@@ -54,7 +55,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
     # --- resume from the latest checkpoint (after a failure, or a re-run of the same run name) ----
     start_epoch, best = 0, None  # best: the selected model so far, {"score", "epoch", "model"}
-    checkpoint = ray.train.get_checkpoint() or config.get("resume_checkpoint")  # the latter: in-process runs
+    checkpoint = session.checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             # a truncated/corrupt state.pt: an error naming the checkpoint, never a silent restart
@@ -67,8 +68,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
         start_epoch, best = state["epoch"] + 1, state.get("best")
 
     collate = functools.partial(to_torch, device=device)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    train_shard = session.dataset_shard("train")
+    val_shard = session.dataset_shard("val")
     run, progress = config.get("run_handle"), config.get("progress")
 
     for epoch in range(start_epoch, train.epochs):
@@ -127,7 +128,6 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
         # --- checkpoint (rank 0 writes) and report ------------------------------------------------
         with tempfile.TemporaryDirectory() as d:
-            ckpt = None
             if rank == 0:
                 # all or nothing (temp file, fsync, rename): a full disk raises a CheckpointError
                 # naming the file, and the last reported checkpoint stays the one to resume from
@@ -137,19 +137,40 @@ def train_loop_per_worker(config: dict) -> dict | None:
                          "epoch": epoch, "best": best}
                 atomic_write(os.path.join(d, "state.pt"), lambda f: torch.save(state, f),
                              ctx.get_experiment_name())
-                ckpt = ray.train.Checkpoint.from_directory(d)
                 if run is not None:
                     run.log_metrics(metrics, step=epoch)
                 if progress is not None:
                     progress.put_nowait({**metrics, "epoch": epoch + 1, "epochs": train.epochs})
-            ray.train.report(metrics, checkpoint=ckpt)
-            if rank == 0 and config.get("on_report") is not None:  # an in-process run (Ray Train's local
-                config["on_report"](metrics, d)  # mode) has no controller: checkpoint to storage, callbacks
+            session.report(metrics, d if rank == 0 else None)
 
-    # the final state, for an in-process run (Ray Train's local mode keeps no checkpoint in storage)
+    # the final state, for a driver-side run (a worker group's is in its last checkpoint)
     if not config.get("in_process"):
         return None
     return {"model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, "best": best}
+
+
+class RayTrainSession:
+    """What the loop asks of its session, from Ray Train (a worker group's worker). A driver-side run
+    (:class:`raypipe.engine.runner.DriverSession`) answers the same questions without Ray Train."""
+
+    def context(self):
+        return ray.train.get_context()  # get_world_rank(), get_world_size(), get_experiment_name()
+
+    def device(self) -> torch.device:
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return ray.train.torch.prepare_model(model)  # DDP across the group, moved to the device
+
+    def checkpoint(self):
+        return ray.train.get_checkpoint()  # the latest after a restart, else None
+
+    def dataset_shard(self, name: str):
+        return ray.train.get_dataset_shard(name)
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        """Report an epoch: ``directory`` holds rank 0's ``state.pt`` (None on the other ranks)."""
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)
 
 
 def train_step(objective, model: nn.Module, optimizers: dict, losses) -> torch.Tensor:

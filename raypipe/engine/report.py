@@ -142,6 +142,9 @@ def setup_logging(log_dir: str, name: str, verbose: bool = False) -> str:
     if not verbose:
         console.addFilter(_only_own_warnings)
     root.addHandler(console)
+    # Python warnings (a library's DeprecationWarning, e.g. Ray Data's in a driver-side training loop)
+    # are records of the "py.warnings" logger: to the log file, and to the terminal only with verbose
+    logging.captureWarnings(True)
     quiet_library_loggers(verbose)
     return path
 

@@ -51,12 +51,18 @@ class RestorationTask(Task):
 
     def inference_columns(self, output: Any, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         restored = restored_of(output)
-        scores = image_scores(restored, torch.as_tensor(batch["optical_clear"], device=restored.device))
-        return {"sample_id": np.asarray(batch["sample_id"]), **{k: v.cpu().numpy() for k, v in scores.items()}}
+        clear = torch.as_tensor(batch["optical_clear"], device=restored.device)
+        scores = image_scores(restored, clear)
+        # the same scores of the input as it came (no removal): what the model has to beat
+        given = image_scores(torch.as_tensor(batch["optical"], device=restored.device), clear)
+        return {"sample_id": np.asarray(batch["sample_id"]), **{k: v.cpu().numpy() for k, v in scores.items()},
+                **{f"input_{k}": v.cpu().numpy() for k, v in given.items()}}
 
     def evaluate(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Mean L1, PSNR and SSIM of the restored images, and (``input_*``) of the inputs as they came."""
         n = len(columns["sample_id"])
-        overall = {k: float(np.mean(columns[k])) if n else math.nan for k in ("l1", "psnr", "ssim")}
+        keys = [k for k in ("l1", "psnr", "ssim", "input_l1", "input_psnr", "input_ssim") if k in columns]
+        overall = {k: float(np.mean(columns[k])) if n else math.nan for k in keys}
         return {"overall": {**overall, "n": n}, "buckets": {}}
 
     def log_evaluation(self, run, result: Mapping[str, Any], prefix: str, class_names) -> None:

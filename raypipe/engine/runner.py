@@ -139,21 +139,18 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         "run_handle": run_handle, "progress": progress.queue if progress else None,
         "fail_marker": os.path.join(marker_dir, f"{run_name}.failed-once"),
     }
-    if in_process:  # no worker group, no controller: what the controller does is done here
+    if in_process:  # no worker group, no controller: the loop runs here, and what they do is done here
         config["progress"] = _InProcessProgress(on_epoch) if on_epoch else None
         reports = _InProcessRun(ray_cfg.storage_path, run_name, callbacks or [])
-        config.update({"in_process": True, "on_report": reports, "resume_checkpoint": reports.latest()})
+        config.update({"in_process": True, "session": DriverSession({"train": train_ds, "val": val_ds}, run_name, reports)})
         if job.train.deterministic:  # what ingest_config's preserve_order does for a worker group
             for ds in (train_ds, val_ds):
                 ds.context.execution_options.preserve_order = True
-        scaling = ScalingConfig(num_workers=0)  # Ray Train's local mode: the loop runs in this process
-        callbacks = None
-    else:
-        resources = {"CPU": ray_cfg.cpus_per_worker}
-        if ray_cfg.use_gpu:
-            resources["GPU"] = 1
-        scaling = ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
-                                resources_per_worker=resources)
+        return _fit_in_process(job, ray_cfg, config, reports)
+    resources = {"CPU": ray_cfg.cpus_per_worker}
+    if ray_cfg.use_gpu:
+        resources["GPU"] = 1
+    scaling = ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu, resources_per_worker=resources)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -164,9 +161,6 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=ingest_config(job.train.deterministic),
     )
-    threads = torch.get_num_threads()
-    if in_process:  # the CPUs a worker would hold (Ray sets a worker's OMP_NUM_THREADS the same way)
-        torch.set_num_threads(max(1, int(ray_cfg.cpus_per_worker)))
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray Train wraps a worker's error: give the user raypipe's own, naming the file
@@ -175,50 +169,94 @@ def fit(job: StageJob, ray_cfg: RayConfig, run_name: str, run_handle=None,
             raise cause from exc
         raise
     finally:
-        torch.set_num_threads(threads)
         if progress:
             progress.close()
-    if in_process:  # the loop returns its final state (local mode keeps no checkpoint in storage)
-        state = result.return_value
-    else:
-        with result.checkpoint.as_directory() as d:
-            state = load_state_file(os.path.join(d, "state.pt"), run_name, "cpu", field="ray.storage_path",
-                                    shown_as=f"{result.checkpoint.path}/state.pt")
-    selected = state["best"]["model"] if job.train.selection != "last" and state.get("best") else state["model"]
-    return selected, dict(result.metrics or {})
+    with result.checkpoint.as_directory() as d:
+        state = load_state_file(os.path.join(d, "state.pt"), run_name, "cpu", field="ray.storage_path",
+                                shown_as=f"{result.checkpoint.path}/state.pt")
+    return _selected(job, state), dict(result.metrics or {})
+
+
+def _selected(job: StageJob, state: dict) -> dict:
+    return state["best"]["model"] if job.train.selection != "last" and state.get("best") else state["model"]
+
+
+def _fit_in_process(job: StageJob, ray_cfg: RayConfig, config: dict, reports: "_InProcessRun") -> tuple[dict, dict]:
+    """The loop in this process (the driver, or a Tune trial's), with the CPUs a worker would hold
+    (Ray sets a worker's OMP_NUM_THREADS the same way); it returns its final state."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(ray_cfg.cpus_per_worker)))
+    try:
+        state = train_loop_per_worker(config)
+    except Exception as exc:  # a Ray Data task's error arrives wrapped: raypipe's own, naming the file
+        cause = raypipe_cause(exc)
+        if cause is not None and cause is not exc:
+            raise cause from exc
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    return _selected(job, state), dict(reports.last_metrics)
+
+
+class _DriverContext:
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+
+    def get_world_rank(self) -> int:
+        return 0
+
+    def get_world_size(self) -> int:
+        return 1
+
+    def get_experiment_name(self) -> str:
+        return self.run_name
+
+
+class DriverSession:
+    """The loop's session for a run in this process (:class:`raypipe.engine.loop.RayTrainSession`'s
+    questions, answered without Ray Train): rank 0 of 1 on the CPU, the model as it is, the datasets
+    whole, the latest checkpoint this run saved in storage, and each report to ``reports``."""
+
+    def __init__(self, datasets: dict, run_name: str, reports: "_InProcessRun"):
+        self.datasets, self.run_name, self.reports = datasets, run_name, reports
+
+    def context(self) -> _DriverContext:
+        return _DriverContext(self.run_name)
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def prepare_model(self, model):
+        return model
+
+    def checkpoint(self):
+        return self.reports.latest()
+
+    def dataset_shard(self, name: str):
+        return self.datasets[name]  # a Dataset iterates like a worker's shard (iter_torch_batches)
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        self.reports(metrics, directory)
 
 
 def training_on(ray_cfg: RayConfig, train: TrainConfig) -> str:
     """``driver`` or ``workers``: where :func:`fit` runs the training loop for ``ray.training``.
 
-    ``auto`` picks the driver (Ray Train's local mode) for one CPU worker on a one-node cluster: the
-    worker group's start and tear-down (a controller process, a placement group, a worker process that
-    imports torch) cost more than a small stage's training there, and one process has nothing to
-    synchronise. More workers, GPUs, a multi-node cluster or fault injection get the worker group, with
-    its restarts from the latest checkpoint, and so do a Ray Tune trial's stages (Ray Train's API does
-    not run inside a trial's own process)."""
-    in_trial = _in_tune_trial()
+    ``auto`` picks this process (the driver, or a Ray Tune trial's process; :class:`DriverSession`,
+    without Ray Train) for one CPU worker on a one-node cluster: the worker group's start and tear-down
+    (a controller process, a placement group, a worker process that imports torch) cost more than a
+    small stage's training there, and one process has nothing to synchronise. More workers, GPUs, a
+    multi-node cluster or fault injection get the worker group, with its restarts from the latest
+    checkpoint."""
     if ray_cfg.training == "driver" and train.fail_once_at_epoch >= 0:
         raise ConfigError("ray.training", "fault injection (train.fail_once_at_epoch) needs 'workers': "
                           "a failure in the driver process ends the job")
-    if ray_cfg.training == "driver" and in_trial:
-        raise ConfigError("ray.training", "'driver' cannot train inside a Ray Tune trial (Ray Train's API is "
-                          "not available in a trial's process); use 'auto' or 'workers'")
     if ray_cfg.training != "auto":
         return ray_cfg.training
-    if ray_cfg.num_workers != 1 or ray_cfg.use_gpu or train.fail_once_at_epoch >= 0 or in_trial:
+    if ray_cfg.num_workers != 1 or ray_cfg.use_gpu or train.fail_once_at_epoch >= 0:
         return "workers"
     alive = [n for n in ray.nodes() if n.get("Alive")]
     return "driver" if len(alive) <= 1 else "workers"
-
-
-def _in_tune_trial() -> bool:
-    """Whether this process runs a Ray Tune trial's function (where Ray Train's API refuses to run)."""
-    try:
-        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-    except ImportError:  # pragma: no cover - a Ray without it: no Tune session to detect
-        return False
-    return bool(_in_tune_session())
 
 
 class _InProcessProgress:
@@ -245,6 +283,7 @@ class _InProcessRun:
     def __init__(self, storage_path: str, run_name: str, callbacks: list, keep: int = 2):
         self.root = storage.join(storage_root(storage_path), run_name)
         self.callbacks, self.keep = callbacks, keep
+        self.last_metrics: dict = {}
 
     def _saved(self) -> list[tuple[int, str]]:
         """(epoch, folder) of every complete checkpoint, oldest first."""
@@ -272,6 +311,7 @@ class _InProcessRun:
         return ray.train.Checkpoint(path=path, filesystem=fs)
 
     def __call__(self, metrics: dict, local_dir: str) -> None:
+        self.last_metrics = dict(metrics)
         epoch = int(metrics["epoch"])
         target = storage.join(self.root, f"{self.PREFIX}{epoch:06d}", "state.pt")
         source = os.path.join(local_dir, "state.pt")
