@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from raypipe.engine.objective import forward
 from raypipe.engine.registry import TASKS
 from raypipe.engine.task import Task
 from raypipe.losses.restoration import ssim
@@ -39,9 +38,6 @@ class RestorationTask(Task):
 
     def predict(self, output: Any) -> torch.Tensor:
         return restored_of(output)
-
-    def infer(self, model, batch: Mapping[str, Any], inputs: str) -> Any:
-        return forward(model, batch, inputs)
 
     def accumulator(self) -> "_Sums":
         return _Sums()

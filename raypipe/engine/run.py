@@ -282,9 +282,9 @@ def reuse_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
             log.info("stage %s: evaluating reused run %s on %s", plan.name, existing, sorted(todo))
             figures: dict = {}
             added = evaluate_stage(plan, method, cfg, data, ckpt["state_dict"], todo, figures=figures)
-            run = TrackedRun(lineage, existing)
+            run, task = TrackedRun(lineage, existing), task_of(method, cfg, data, plan.stage)
             for prefix, res in added.items():
-                task_of(method, cfg, data, plan.stage).log_evaluation(run, res, prefix, data.classes)
+                task.log_evaluation(run, res, prefix, data.classes)
             log_figures(run, figures)
             evaluations.update(added)
     return StageOutcome(plan.name, existing, plan.key, True, evaluations, time.perf_counter() - t0, plan.oracle)
@@ -301,8 +301,9 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
     train_pipe = data.pipe(stage.train, sar=_needs_sar(method, stage))
     val_pipe = data.pipe(View(stage.train.domain, "val", stage.train.optical, stage.train.simulate),
                          sar=_needs_sar(method, stage))
+    task = task_of(method, cfg, data, stage)
     job = runner.StageJob(stage.name, plan.objective, plan.spec, plan.config.train, train_pipe, val_pipe, teachers,
-                          method.task_of(stage), len(data.classes), data.classes, cfg.task)
+                          task.name, len(data.classes), data.classes, task.config)
     inputs = {t: done[t].run_id for t in stage.teachers}
     interrupted = lineage.find_interrupted_stage(stage.name, plan.key)  # its driver died, or it failed
     if interrupted:
@@ -312,7 +313,7 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         run.set_tags({"raypipe.oracle": ",".join(plan.oracle) or "none", "raypipe.selection": plan.config.train.selection,
                       "raypipe.cloud_source.train": "; ".join(plan.cloud_sources)})
         run.log_metrics(plan.objective.diagnostics(StageContext(plan, train_pipe, teachers, data.classes,
-                                                                method.task_of(stage), cfg.ray, cfg.task)))
+                                                                task.name, cfg.ray, task.config)))
         t_fit = time.perf_counter()
         # The Ray Train run is named after the MLflow run: a continued (interrupted) run restores its
         # latest checkpoint; a forced retrain is a new MLflow run, so it trains afresh.
@@ -326,9 +327,9 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
         evaluations = evaluate_stage(plan, method, cfg, data, state, figures=figures)
         t_log = time.perf_counter()
         for prefix, res in evaluations.items():
-            task_of(method, cfg, data, stage).log_evaluation(run, res, prefix, data.classes)
+            task.log_evaluation(run, res, prefix, data.classes)
         log_figures(run, figures)
-        run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": method.task_of(stage),
+        run.log_checkpoint(state, plan.spec, extra={"inputs": stage.inputs, "task": task.name,
                                                     "evaluations": evaluations, "classes": data.classes})
         counts = {"samples_in": train_pipe.samples_in, "quarantined": len(train_pipe.quarantined()),
                   "read_retries": len(train_pipe.read_retries())}
@@ -344,7 +345,8 @@ def train_stage(plan: StagePlan, method: Method, cfg, data: MethodData, lineage:
 # --- 3. evaluate ----------------------------------------------------------------------------------------
 
 def task_of(method: Method, cfg, data: MethodData, stage: Stage | None = None):
-    """The method's task (its table), or ``stage``'s own where it has one."""
+    """The method's task (its table), or ``stage``'s own where it has one; the configuration's ``task``
+    section is the method's task's settings, so a stage's own task gets its defaults."""
     from raypipe.engine.task import build_task
 
     name = method.task_of(stage) if stage is not None else method.task
@@ -361,7 +363,7 @@ def evaluate_stage(plan: StagePlan, method: Method, cfg, data: MethodData, state
         pipe = data.pipe(view, sar=plan.stage.inputs != "optical")
         columns = runner.predict(pipe, plan.spec, state, plan.stage.inputs, task.name, len(data.classes),
                                  cfg.ray.eval_concurrency, cfg.ray.use_gpu, where=cfg.ray.inference,
-                                 task_config=cfg.task)
+                                 task_config=task.config)
         out[prefix] = task.evaluate(columns)
         if figures is not None:
             figures[prefix] = task.figures(columns)

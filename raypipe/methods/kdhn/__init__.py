@@ -36,11 +36,9 @@ LAST = "student"
 
 @dataclass
 class KDHNConfig(PseudoLabelConfig):
-    rounds: int = DEFAULT_ROUNDS  # number of teacher -> student rounds (round r + 1 learns from round r)
-
-    def validate(self, path: str) -> None:
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"{path}.rounds", f"must be an integer >= 1, got {self.rounds!r}")
+    # number of teacher -> student rounds (round r + 1 learns from round r); checked by ``expand``, which
+    # reads it to build the graph before the configuration is validated
+    rounds: int = DEFAULT_ROUNDS
 
 
 @OBJECTIVES.register("kdhn")

@@ -21,7 +21,7 @@ from typing import Mapping
 from raypipe.engine.method import SOURCE_TRAIN, TARGET_TEST, TARGET_TRAIN, Method, Row, Stage, View
 from raypipe.engine.registry import METHODS
 from raypipe.methods.common import DATA_DEFAULTS, SOURCE, SOURCE_DEFAULTS, SOURCE_ROW
-from raypipe.methods.spl.objective import CloudRemoval, RestoreThenClassify  # registers spl_removal, spl_compose
+from raypipe.methods.spl.objective import AssembledRemoverThenSource, CloudRemoval  # registers spl_removal, spl_compose
 
 PAIRS_TRAIN = View("source", SOURCE_TRAIN.split, "both", simulate=True)
 PAIRS_TEST = View("source", "test", "both", simulate=True)
@@ -56,4 +56,4 @@ METHOD = Method(
 )
 METHODS.register(METHOD.name, METHOD)
 
-__all__ = ["METHOD", "CloudRemoval", "RestoreThenClassify"]
+__all__ = ["METHOD", "AssembledRemoverThenSource", "CloudRemoval"]

@@ -100,7 +100,7 @@ class CloudRemoval(Objective):
 
 
 @OBJECTIVES.register("spl_compose")
-class RestoreThenClassify(Objective):
+class AssembledRemoverThenSource(Objective):
     """The remover (teacher ``declouder``) followed by f_S (teacher ``source``); nothing trained."""
 
     Config = StageConfig
